@@ -1,0 +1,36 @@
+"""User-facing exception types.
+
+Every error a user can cause derives from :class:`LeanXAIError` and from the built-in type a Python
+user would expect (``ValueError`` or ``TypeError``), so ``except ValueError`` keeps working. The CLI
+prints ``str(error)`` as one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class LeanXAIError(Exception):
+    """Base class of every error leanxai raises on purpose."""
+
+
+class InputError(LeanXAIError, ValueError):
+    """Inputs that cannot be explained: wrong shape, NaN, unreadable image."""
+
+
+class LayerError(LeanXAIError, ValueError):
+    """A target layer that does not exist or does not produce a usable feature map."""
+
+
+class TargetError(LeanXAIError, ValueError):
+    """A target class that is out of range or of the wrong shape."""
+
+
+class ModelOutputError(LeanXAIError, TypeError):
+    """A model whose output holds no logits."""
+
+
+class ModelLoadError(LeanXAIError, ValueError):
+    """A model spec that cannot be loaded (missing file, unsafe format, bad factory)."""
+
+
+class OutputExistsError(LeanXAIError, FileExistsError):
+    """An output file exists and overwriting was not asked for."""

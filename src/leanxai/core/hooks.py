@@ -1,0 +1,174 @@
+"""The only module that changes a user's model, always temporarily.
+
+Every hook registered here is removed when its ``with`` block ends, whether the block succeeds, the
+registration fails halfway, or the forward raises: registration goes through a
+:class:`contextlib.ExitStack` that holds each handle's ``remove`` the moment it exists. The same holds
+for the other temporary changes (``training`` flags, grad mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from leanxai.core.errors import LayerError
+
+__all__ = ["Capture", "capture", "eval_mode", "record_outputs"]
+
+
+@dataclass
+class Capture:
+    """What a :func:`capture` block recorded during the forward passes run inside it.
+
+    Attributes
+    ----------
+    outputs
+        Layer name -> the tensor the layer produced. A copy is kept, so an in-place operation that
+        follows the layer (``ReLU(inplace=True)``) cannot change it.
+    inputs
+        Module name -> the first positional input the module received.
+    output_of
+        Module name -> the tensor the module returned (for the modules named in ``inputs_of``).
+    calls
+        Module name -> how many times it ran.
+    """
+
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    output_of: dict[str, torch.Tensor] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError as error:
+        raise LayerError(f"layer {name!r} does not exist in {type(model).__name__}") from error
+
+
+@contextlib.contextmanager
+def capture(
+    model: nn.Module,
+    layers: Sequence[str],
+    *,
+    inputs_of: Sequence[str] = (),
+    grad_from: str | None = None,
+) -> Iterator[Capture]:
+    """Capture the outputs of ``layers`` (and the inputs of ``inputs_of``) during forward passes.
+
+    Parameters
+    ----------
+    model
+        The model; it is left exactly as it was when the block ends.
+    layers
+        Dotted names of the modules whose outputs to keep.
+    inputs_of
+        Dotted names of modules whose first input and output to keep (used to verify a model head).
+    grad_from
+        One of ``layers``. Its output is kept as a leaf tensor that requires grad, and grad mode is
+        switched on from that point of the forward, so that the caller can run the part of the
+        network before the layer under :func:`torch.no_grad` and still take
+        ``torch.autograd.grad(score, capture.outputs[grad_from])``. The network continues with a
+        copy of the leaf, so in-place operations after the layer are allowed.
+
+    Yields
+    ------
+    Capture
+        Filled in as forward passes run inside the block.
+    """
+    if grad_from is not None and grad_from not in layers:
+        raise ValueError(f"grad_from={grad_from!r} must be one of layers={list(layers)!r}")
+    record = Capture()
+    grad_was_enabled = torch.is_grad_enabled()
+
+    def output_hook(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            record.calls[name] = record.calls.get(name, 0) + 1
+            if not isinstance(output, torch.Tensor):
+                raise LayerError(
+                    f"layer {name!r} returns {type(output).__name__}, not a tensor; "
+                    "choose a layer whose output is a (B, C, H, W) feature map"
+                )
+            if name == grad_from:
+                leaf = output.detach().requires_grad_(True)
+                record.outputs[name] = leaf
+                # Start recording here: nothing before the layer needs a graph. The grad mode set
+                # here is restored when the block ends.
+                torch.set_grad_enabled(True)
+                return leaf.clone()
+            record.outputs[name] = output.detach().clone()
+            return None
+
+        return hook
+
+    def input_hook(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            record.calls[name] = record.calls.get(name, 0) + 1
+            if args and isinstance(args[0], torch.Tensor):
+                record.inputs[name] = args[0]
+            if isinstance(output, torch.Tensor):
+                record.output_of[name] = output
+
+        return hook
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_grad_enabled, grad_was_enabled)
+        for name in layers:
+            handle = _module(model, name).register_forward_hook(output_hook(name))
+            stack.callback(handle.remove)
+        for name in inputs_of:
+            handle = _module(model, name).register_forward_hook(input_hook(name))
+            stack.callback(handle.remove)
+        yield record
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """One module call seen by :func:`record_outputs`, in the order the calls finished."""
+
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...] | None  # None when the output is not a tensor
+
+
+@contextlib.contextmanager
+def record_outputs(model: nn.Module) -> Iterator[list[OutputRecord]]:
+    """Record the name and output shape of every submodule call, in the order the calls finish.
+
+    Used by target-layer discovery. Nothing is kept but shapes.
+    """
+    seen: list[OutputRecord] = []
+
+    def hook_for(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+            seen.append(OutputRecord(name, module, shape))
+
+        return hook
+
+    with contextlib.ExitStack() as stack:
+        for name, module in model.named_modules():
+            if name:
+                handle = module.register_forward_hook(hook_for(name))
+                stack.callback(handle.remove)
+        yield seen
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each ``training`` flag."""
+    if not enabled:
+        yield model
+        return
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training

@@ -1,0 +1,106 @@
+"""The Explainer interface and the Explanation it returns."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from leanxai.core.errors import InputError
+from leanxai.core.targets import Target
+
+__all__ = ["Explainer", "Explanation", "check_images", "normalize_maps"]
+
+Path = Literal["forward", "autograd"]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The result of :meth:`Explainer.explain`.
+
+    Attributes
+    ----------
+    heatmap
+        ``(B, H, W)`` float32 in ``[0, 1]`` at the input size, each map divided by its maximum (an
+        all-zero map stays zero).
+    target
+        ``(B,)`` int64, the class explained for each sample.
+    logits
+        ``(B, K)`` the model's output for the inputs.
+    method
+        The method's name (``"gradcam"``).
+    cam
+        ``(B, h, w)`` at the target layer's resolution, after ReLU, before normalisation (CAM
+        methods; ``None`` for others).
+    layer
+        Dotted name of the target layer (CAM methods).
+    path
+        ``"forward"`` when no backward pass ran (exact for global-average-pool + linear heads),
+        ``"autograd"`` otherwise.
+    """
+
+    heatmap: torch.Tensor
+    target: torch.Tensor
+    logits: torch.Tensor
+    method: str
+    cam: torch.Tensor | None = None
+    layer: str | None = None
+    path: Path = "autograd"
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """``(B,)`` softmax probability of the explained class."""
+        probs = self.logits.float().softmax(dim=1)
+        return probs.gather(1, self.target[:, None])[:, 0]
+
+    def __len__(self) -> int:
+        return int(self.heatmap.shape[0])
+
+
+class Explainer(abc.ABC):
+    """Base class: constructed with a model and options only; one verb, :meth:`explain`.
+
+    Nothing is registered on the model in ``__init__``; hooks live for one call.
+    """
+
+    name: str = "explainer"
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+
+    @abc.abstractmethod
+    def explain(self, inputs: torch.Tensor, target: Target = None) -> Explanation:
+        """Explain ``inputs`` ``(B, C, H, W)`` for ``target`` (``None``: the predicted class)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"
+
+
+def check_images(inputs: object, name: str = "inputs") -> torch.Tensor:
+    """Validate a ``(B, C, H, W)`` floating tensor with finite values."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() != 4:
+        raise InputError(
+            f"{name} must have shape (B, C, H, W), got {tuple(inputs.shape)}; "
+            "add a batch dimension with inputs[None] for one image"
+        )
+    if not inputs.dtype.is_floating_point:
+        raise InputError(f"{name} must be a floating tensor, got dtype {inputs.dtype}")
+    if inputs.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch")
+    if not bool(torch.isfinite(inputs).all()):
+        bad = (~torch.isfinite(inputs)).flatten(1).any(dim=1).nonzero()[:, 0].tolist()
+        raise InputError(f"{name} contain NaN or infinite values (samples {bad[:10]})")
+    return inputs
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Divide each ``(B, H, W)`` map by its maximum; all-zero maps stay zero."""
+    peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
+    return maps / peak[:, None, None]

@@ -1,0 +1,97 @@
+"""The hook context managers remove everything they add, whatever happens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_cnn
+from torch import nn
+
+from leanxai.core.errors import LayerError
+from leanxai.core.hooks import capture, eval_mode, record_outputs
+from leanxai.core.layers import find_head_linear, find_target_layer, resolve_layer
+
+
+def test_capture_keeps_outputs_and_removes_hooks(state_guard):
+    model = tiny_cnn()
+    unchanged = state_guard(model)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    with capture(model, ["features.4", "features"], inputs_of=["fc"]) as record:
+        logits = model(x)
+    unchanged()
+    conv = model.features[4](model.features[:4](x))
+    assert torch.allclose(record.outputs["features.4"], conv)  # before the in-place ReLU
+    assert record.outputs["features.4"].min() < 0
+    assert torch.allclose(record.outputs["features"], torch.relu(conv))
+    assert torch.allclose(record.inputs["fc"], torch.relu(conv).mean((2, 3)))
+    assert torch.equal(record.output_of["fc"], logits)
+    assert record.calls == {"features.4": 1, "features": 1, "fc": 1}
+
+
+def test_capture_removes_hooks_when_registration_fails_halfway(state_guard):
+    model = tiny_cnn()
+    unchanged = state_guard(model)
+    with pytest.raises(LayerError, match="features.9"), capture(model, ["features.0", "features.9"]):
+        pytest.fail("the block must not run")
+    unchanged()
+
+
+def test_capture_removes_hooks_and_restores_grad_mode_when_forward_fails(state_guard):
+    model = tiny_cnn()
+    model.fc = nn.Linear(3, 3).double()  # wrong size: the forward fails after features
+    unchanged = state_guard(model)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError), capture(model, ["features"], grad_from="features"):
+            model(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+        assert not torch.is_grad_enabled()
+    unchanged()
+
+
+def test_grad_from_starts_the_graph_at_the_layer():
+    model = tiny_cnn()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad(), capture(model, ["features.4"], grad_from="features.4") as record:
+        logits = model(x)
+    activation = record.outputs["features.4"]
+    assert activation.is_leaf and activation.requires_grad
+    assert logits.requires_grad
+    (grad,) = torch.autograd.grad(logits[:, 0].sum(), activation)
+    assert grad.shape == activation.shape
+    # ReLU after the layer: no gradient where the conv output is negative.
+    assert torch.all(grad[activation < 0] == 0)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_eval_mode_restores_each_flag():
+    model = tiny_cnn().train()
+    model.features[1].eval()
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and not model.features[1].training and model.features[0].training
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError
+    assert model.training and not model.features[1].training
+
+
+def test_record_outputs_in_finish_order(state_guard):
+    model = tiny_cnn()
+    unchanged = state_guard(model)
+    with record_outputs(model) as seen:
+        model(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+    unchanged()
+    names = [r.name for r in seen]
+    assert names.index("features.5") < names.index("features") < names.index("fc")
+    assert dict((r.name, r.shape) for r in seen)["features"] == (1, 12, 4, 4)
+
+
+def test_layer_resolution():
+    model = tiny_cnn()
+    assert resolve_layer(model, "features.4") == "features.4"
+    assert resolve_layer(model, model.fc) == "fc"
+    with pytest.raises(LayerError, match="not a submodule"):
+        resolve_layer(model, nn.Linear(1, 1))
+    with pytest.raises(LayerError, match="did you mean"):
+        resolve_layer(model, "feature")
+    assert find_target_layer(model, torch.rand(1, 3, 8, 8, dtype=torch.float64)) == "features"
+    assert find_head_linear(model) == "fc"
+    assert find_head_linear(nn.Conv2d(1, 1, 1)) is None
