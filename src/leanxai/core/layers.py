@@ -56,8 +56,9 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
 def find_target_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     """Find the last module whose output is a spatial feature map ``(B, C, h, w)`` with ``h*w > 1``.
 
-    Runs one forward pass on the first sample of ``inputs`` under :func:`torch.no_grad` (the caller
-    puts the model in eval mode). Calls are ordered by when they finish, so of several modules
+    Runs one forward pass on ``inputs`` under :func:`torch.no_grad` (the caller puts the model in
+    eval mode); the whole batch, since exported programs may only accept the shape they were
+    exported with. Calls are ordered by when they finish, so of several modules
     returning the same tensor the outermost wins (``features`` rather than ``features.11``).
     Adaptive pooling, dropout, flatten and identity modules count as part of the head.
 
@@ -69,7 +70,7 @@ def find_target_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     from leanxai.core.models import logits_of
 
     with torch.no_grad(), record_outputs(model) as seen:
-        logits_of(model(inputs[:1]))
+        logits_of(model(inputs))
     candidates = [
         record.name
         for record in seen

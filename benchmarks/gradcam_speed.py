@@ -1,0 +1,263 @@
+"""End-to-end cost of leanxai Grad-CAM against plain inference and Captum's LayerGradCam.
+
+For each model and batch size, three callables run alternately in one process (the order rotates
+every round, after warm-up), and the script reports the median time of each and the ratios:
+
+- ``inference``: ``model(x)`` under ``torch.no_grad()`` and the argmax;
+- ``leanxai``: ``GradCAM(model).explain(x)``: logits, predicted class, the map at the target layer,
+  bilinear upsampling to the input size and per-map max normalisation;
+- ``captum``: ``LayerGradCam(forward, layer).attribute(x, target)`` with ReLU, then the same
+  bilinear upsampling (``LayerAttribution.interpolate``) and normalisation. Captum is given the
+  predicted classes, computed beforehand and not timed, which favours it.
+
+Peak memory is the maximum resident set size (``ru_maxrss``) of a separate process per
+(model, batch, method) that builds the model and runs the method a few times; "extra" is that peak
+minus the process's RSS just before the first call.
+
+    python benchmarks/gradcam_speed.py                # full run, writes results/gradcam_speed.json
+    python benchmarks/gradcam_speed.py --quick        # fewer repeats, batch 1 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leanxai import GradCAM
+from leanxai.core.models import logits_of
+
+MODELS = ("resnet18", "mobilenet_v2", "vgg_style", "zoo_cnn")
+BATCHES = (1, 16)
+METHODS = ("inference", "leanxai", "captum")
+
+
+def build(name: str) -> tuple[nn.Module, int]:
+    """The model (random weights, eval mode) and its input side."""
+    torch.manual_seed(0)
+    if name == "resnet18":
+        from transformers import ResNetConfig, ResNetForImageClassification
+
+        config = ResNetConfig(
+            layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512]
+        )
+        return ResNetForImageClassification(config).eval(), 224
+    if name == "mobilenet_v2":
+        from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+        return MobileNetV2ForImageClassification(MobileNetV2Config()).eval(), 224
+    if name == "vgg_style":
+        from leanxai.zoo import VGGStyle
+
+        return VGGStyle(num_classes=1000, width=32, image_size=224).eval(), 224
+    if name == "zoo_cnn":
+        from leanxai.zoo import demo_cnn
+
+        return demo_cnn().eval(), 64
+    raise ValueError(f"unknown model {name!r}")
+
+
+def runners(model: nn.Module, inputs: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    explainer = GradCAM(model)
+    explanation = explainer.explain(inputs)  # finds the layer, verifies the path
+    layer = model.get_submodule(explanation.layer)
+    target = explanation.target.clone()
+    size = inputs.shape[2:]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return logits_of(model(x))
+
+    captum = LayerGradCam(forward, layer)
+
+    def inference() -> Any:
+        with torch.no_grad():
+            return forward(inputs).argmax(dim=1)
+
+    def ours() -> Any:
+        return explainer.explain(inputs).heatmap
+
+    def theirs() -> Any:
+        cam = captum.attribute(inputs, target=target, relu_attributions=True)  # (B, 1, h, w)
+        heatmap = LayerAttribution.interpolate(cam.detach(), size, "bilinear")[:, 0]
+        peak = heatmap.flatten(1).amax(1).clamp_min(1e-30)
+        return heatmap / peak[:, None, None]
+
+    # Same maps, or the comparison means nothing.
+    reference = theirs()
+    difference = float((ours() - reference).abs().max())
+    if difference > 1e-3:
+        raise RuntimeError(f"leanxai and captum maps differ by {difference:.2e}")
+    return {"inference": inference, "leanxai": ours, "captum": theirs, "path": explanation.path}
+
+
+def time_alternately(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    names = list(METHODS)
+    for name in names:  # warm-up
+        calls[name]()
+        calls[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        order = names[round_ % 3 :] + names[: round_ % 3]
+        for name in order:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def memory_child(model_name: str, batch: int, method: str) -> None:
+    model, side = build(model_name)
+    inputs = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
+    calls = runners(model, inputs) if method != "inference" else None
+    if calls is None:
+
+        def run() -> Any:
+            with torch.no_grad():
+                return logits_of(model(inputs)).argmax(1)
+
+    else:
+        run = calls[method]
+    before = _current_rss_kb()
+    # runners() above already ran both explainers once; for a fair peak, inference runs it too.
+    if method == "inference":
+        run()
+    for _ in range(3):
+        run()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_kb": peak, "before_kb": before}))
+
+
+def _current_rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def measure_memory(model_name: str, batch: int, method: str) -> dict[str, int]:
+    result = subprocess.run(
+        [sys.executable, __file__, "--memory-child", model_name, str(batch), method],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 1 only, 5 repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per config")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--batches", nargs="+", type=int, default=None)
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory processes")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "gradcam_speed.json"
+    )
+    parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "BATCH", "METHOD"))
+    args = parser.parse_args()
+    if args.memory_child:
+        name, batch, method = args.memory_child
+        memory_child(name, int(batch), method)
+        return
+    batches = args.batches or ([1] if args.quick else list(BATCHES))
+    repeats = args.repeats or (5 if args.quick else 15)
+    rows = []
+    for name in args.models:
+        model, side = build(name)
+        for batch in batches:
+            inputs = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
+            calls = runners(model, inputs)
+            median = time_alternately(calls, repeats)
+            row: dict[str, Any] = {
+                "model": name,
+                "batch": batch,
+                "input": side,
+                "path": calls["path"],
+                "seconds": median,
+                "leanxai_over_inference": median["leanxai"] / median["inference"],
+                "captum_over_inference": median["captum"] / median["inference"],
+                "captum_over_leanxai": median["captum"] / median["leanxai"],
+            }
+            if not args.no_memory:
+                memory = {m: measure_memory(name, batch, m) for m in METHODS}
+                row["peak_rss_mb"] = {m: v["peak_kb"] / 1024 for m, v in memory.items()}
+                row["extra_rss_mb"] = {
+                    m: (v["peak_kb"] - v["before_kb"]) / 1024 for m, v in memory.items()
+                }
+                row["leanxai_over_inference_rss"] = (
+                    memory["leanxai"]["peak_kb"] / memory["inference"]["peak_kb"]
+                )
+                row["captum_over_inference_rss"] = (
+                    memory["captum"]["peak_kb"] / memory["inference"]["peak_kb"]
+                )
+            rows.append(row)
+            print(_format_row(row), flush=True)
+    speedups = [row["captum_over_leanxai"] for row in rows]
+    summary = {
+        "geomean_captum_over_leanxai": math.exp(sum(map(math.log, speedups)) / len(speedups)),
+        "min_captum_over_leanxai": min(speedups),
+        "max_leanxai_over_inference_forward": max(
+            (r["leanxai_over_inference"] for r in rows if r["path"] == "forward"), default=None
+        ),
+        "max_leanxai_over_inference_autograd": max(
+            (r["leanxai_over_inference"] for r in rows if r["path"] == "autograd"), default=None
+        ),
+    }
+    if not args.no_memory:
+        summary["max_leanxai_over_inference_rss_forward"] = max(
+            (r["leanxai_over_inference_rss"] for r in rows if r["path"] == "forward"),
+            default=None,
+        )
+    print(json.dumps(summary, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "platform": platform.platform(),
+                    "processor": platform.processor(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                },
+                "repeats": repeats,
+                "rows": rows,
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    s = row["seconds"]
+    text = (
+        f"{row['model']:>12} b={row['batch']:<2} {row['path']:>8}  "
+        f"infer {s['inference'] * 1e3:8.1f} ms  leanxai {s['leanxai'] * 1e3:8.1f} ms "
+        f"({row['leanxai_over_inference']:.3f}x)  captum {s['captum'] * 1e3:8.1f} ms "
+        f"({row['captum_over_inference']:.3f}x)  captum/leanxai {row['captum_over_leanxai']:.2f}"
+    )
+    if "peak_rss_mb" in row:
+        text += f"  rss x{row['leanxai_over_inference_rss']:.3f}"
+    return text
+
+
+if __name__ == "__main__":
+    main()

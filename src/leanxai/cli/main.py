@@ -1,0 +1,218 @@
+"""The ``leanxai`` command: a thin click layer over the public API.
+
+Failures print one line and exit non-zero: 1 when nothing could be done (bad model, bad option,
+outputs that exist), 2 when a batch finished but some inputs were refused or skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import torch
+
+from leanxai.core.errors import InputError, LeanXAIError
+
+EXIT_FAILED = 1
+EXIT_PARTIAL = 2
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="leanxai")
+def main() -> None:
+    """leanxai: cheap, checked explanations of PyTorch models."""
+
+
+def _parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        numbers = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not SIZE or HxW (e.g. 224 or 224x224)") from None
+    if len(numbers) == 1:
+        numbers = numbers * 2
+    if len(numbers) != 2 or min(numbers) < 8:
+        raise click.BadParameter(f"{value!r} must be SIZE or HxW with sides >= 8")
+    return numbers[0], numbers[1]
+
+
+def _output_names(files: list[Path]) -> list[str]:
+    """A distinct, readable output stem per input file."""
+    names: list[str] = []
+    used: set[str] = set()
+    for path in files:
+        stem = path.stem or "image"
+        name, k = stem, 2
+        while name in used:
+            name, k = f"{stem}-{k}", k + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "model_spec", required=True, help="hf:<repo|dir>, py:module:factory or file.pt2")
+@click.option("--weights", type=click.Path(dir_okay=False), help="state dict or .safetensors for py: specs")
+@click.option("--layer", default=None, help="dotted name of the target layer (default: found)")
+@click.option(
+    "--method",
+    type=click.Choice(["gradcam", "gradcam++"], case_sensitive=False),
+    default="gradcam",
+    show_default=True,
+)
+@click.option("--threshold", "threshold_spec", default="none", show_default=True,
+              help="none | top:P | dynamic:MIN_COVERAGE | mass:FRACTION")
+@click.option("--target", type=int, default=None, help="class to explain (default: predicted)")
+@click.option("--size", default=None, help="model input size SIZE or HxW (default: from the model, else 224)")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="replace existing output files")
+def explain(
+    inputs: tuple[str, ...],
+    model_spec: str,
+    weights: str | None,
+    layer: str | None,
+    method: str,
+    threshold_spec: str,
+    target: int | None,
+    size: str | None,
+    batch_size: int,
+    out_dir: Path,
+    overwrite: bool,
+) -> None:
+    """Explain images (files or folders) and write overlays, raw maps and summary.csv."""
+    from tqdm import tqdm
+
+    from leanxai import METHODS, threshold
+    from leanxai.core.models import load_model
+    from leanxai.data.images import find_images, load_image
+    from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
+    from leanxai.viz.overlay import save_overlay, save_panel
+
+    try:
+        apply_threshold = threshold.from_spec(threshold_spec)
+        input_size = _parse_size(size)
+    except (ValueError, click.BadParameter) as error:
+        fail(str(error).splitlines()[0])
+    files, problems = find_images(list(inputs))
+    names = _output_names(files)
+    planned = [out_dir / "summary.csv"]
+    for name in names:
+        planned += [out_dir / f"{name}.png", out_dir / f"{name}.npy"]
+    try:
+        check_writable(planned, overwrite)
+        loaded = load_model(model_spec, weights)
+    except LeanXAIError as error:
+        fail(str(error))
+    model = loaded.model
+    side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
+    mean = torch.tensor(loaded.mean or (0.0, 0.0, 0.0))[:, None, None]
+    std = torch.tensor(loaded.std or (1.0, 1.0, 1.0))[:, None, None]
+    explainer = METHODS[method.lower()](model, layer=layer)
+
+    failed: list[tuple[str, str]] = [(str(p), reason) for p, reason in problems]
+    rows: list[dict[str, Any]] = []
+    pending: list[tuple[Path, str, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = torch.stack([image for _, _, image in pending])  # (B, 3, H, W)
+        start = time.perf_counter()
+        try:
+            explanation = explainer.explain((batch - mean) / std, target=target)
+        except LeanXAIError as error:
+            # A model-level problem (bad layer, bad target) fails every batch alike: stop.
+            fail(str(error))
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else "RuntimeError"
+            fail(f"the model failed on a batch of {len(pending)} images of {side}: {first}")
+        seconds = (time.perf_counter() - start) / len(pending)
+        kept = apply_threshold(explanation.heatmap)
+        covered = threshold.coverage(kept)
+        for i, (path, name, image) in enumerate(pending):
+            heatmap = explanation.heatmap[i]
+            atomic_save_npy(out_dir / f"{name}.npy", heatmap.numpy(), overwrite=overwrite)
+            if threshold_spec.strip().lower() == "none":
+                save_overlay(out_dir / f"{name}.png", image, heatmap, overwrite=overwrite)
+            else:
+                save_panel(out_dir / f"{name}.png", image, heatmap, kept[i], overwrite=overwrite)
+            index = int(explanation.target[i])
+            rows.append({
+                "file": str(path),
+                "class": index,
+                "label": loaded.labels.get(index, ""),
+                "score": f"{float(explanation.probabilities[i]):.6f}",
+                "coverage": f"{float(covered[i]):.6f}",
+                "time_s": f"{seconds:.6f}",
+                "layer": explanation.layer,
+                "path": explanation.path,
+                "status": "ok",
+            })
+        pending.clear()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, name in tqdm(list(zip(files, names, strict=True)), desc="explaining", unit="image",
+                           disable=None):
+        try:
+            image = load_image(path, size=side)
+        except InputError as error:
+            failed.append((str(path), str(error)))
+            rows.append({"file": str(path), "status": f"skipped: {error}"})
+            continue
+        pending.append((path, name, image))
+        if len(pending) == batch_size:
+            flush()
+    flush()
+
+    fields = ["file", "class", "label", "score", "coverage", "time_s", "layer", "path", "status"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out_dir / "summary.csv", buffer.getvalue(), overwrite=overwrite)
+    done = sum(row["status"] == "ok" for row in rows)
+    click.echo(f"explained {done} of {len(files)} images; wrote {out_dir / 'summary.csv'}")
+    for path_text, reason in failed:
+        message = reason if reason.startswith(path_text) else f"{path_text}: {reason}"
+        click.echo(f"skipped {message}", err=True)
+    if failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("leanxai-demo"), show_default=True)
+@click.option("--images", "count", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="where the trained demo model is cached (default: $LEANXAI_CACHE or ~/.cache/leanxai)")
+@click.option("--overwrite", is_flag=True, help="replace existing output files")
+def demo(out_dir: Path, count: int, cache_dir: str | None, overwrite: bool) -> None:
+    """Train (once) the demo CNN on synthetic shapes and explain held-out images."""
+    from leanxai.demo import run_demo
+
+    try:
+        report = run_demo(out_dir, count=count, cache_dir=cache_dir, overwrite=overwrite,
+                          echo=click.echo)
+    except LeanXAIError as error:
+        fail(str(error))
+    click.echo(f"report: {report}")
+
+
+
+if __name__ == "__main__":
+    main()
