@@ -45,9 +45,7 @@ def snapshot(model: nn.Module) -> ModelState:
         requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
         training={n: m.training for n, m in model.named_modules()},
         state={k: v.detach().clone() for k, v in model.state_dict().items()},
-        grads={
-            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
-        },
+        grads={n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
         global_hooks=(
             len(module_mod._global_forward_hooks),
             len(module_mod._global_forward_pre_hooks),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+import leanxai
 from conftest import (
     reference_gradcam,
     reference_gradcam_plus_plus,
@@ -12,9 +15,6 @@ from conftest import (
     tiny_cnn,
     tiny_vgg,
 )
-from torch import nn
-
-import leanxai
 from leanxai import GradCAM, GradCAMPlusPlus
 from leanxai.core.errors import InputError, LayerError, ModelOutputError, TargetError
 
@@ -285,13 +285,13 @@ def test_bad_inputs():
         explainer.explain(images(1, 16)[0].double())
     with pytest.raises(InputError, match="floating"):
         explainer.explain(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch.Tensor"):
         explainer.explain([[1.0]])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="path"):
         GradCAM(model, path="fast")  # type: ignore[arg-type]
-    with pytest.raises(TargetError, match="out of range.*5 classes"):
+    with pytest.raises(TargetError, match=r"out of range.*5 classes"):
         explainer.explain(images(1, 16).double(), target=5)
-    with pytest.raises(LayerError, match="did you mean 'features.4'"):
+    with pytest.raises(LayerError, match=r"did you mean 'features.4'"):
         GradCAM(model, layer="features.44").explain(images(1, 16).double())
 
 

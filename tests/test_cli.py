@@ -57,9 +57,23 @@ def run(*args: str) -> object:
 def test_explain_folder_with_good_and_bad_files(tmp_path, weights, image_dir):
     bad = _bad_files(image_dir)
     out = tmp_path / "out"
-    result = run("explain", str(image_dir), str(tmp_path / "missing.png"), "--model", SPEC,
-                 "--weights", str(weights), "--size", "64", "--threshold", "top:10",
-                 "--batch-size", "4", "--out", str(out))
+    result = run(
+        "explain",
+        str(image_dir),
+        str(tmp_path / "missing.png"),
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--size",
+        "64",
+        "--threshold",
+        "top:10",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 2, result.output
     for path in [*bad, tmp_path / "missing.png"]:
         assert str(path) in result.stderr
@@ -82,8 +96,20 @@ def test_explain_folder_with_good_and_bad_files(tmp_path, weights, image_dir):
 
 def test_results_match_the_library(tmp_path, weights, image_dir):
     out = tmp_path / "out"
-    result = run("explain", str(image_dir / "rgb.png"), "--model", SPEC, "--weights",
-                 str(weights), "--size", "64", "--out", str(out), "--target", "2")
+    result = run(
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--size",
+        "64",
+        "--out",
+        str(out),
+        "--target",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     from leanxai import GradCAM
     from leanxai.core.models import load_model
@@ -96,8 +122,18 @@ def test_results_match_the_library(tmp_path, weights, image_dir):
 
 def test_refuses_to_overwrite(tmp_path, weights, image_dir):
     out = tmp_path / "out"
-    args = ["explain", str(image_dir / "rgb.png"), "--model", SPEC, "--weights", str(weights),
-            "--size", "64", "--out", str(out)]
+    args = [
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--size",
+        "64",
+        "--out",
+        str(out),
+    ]
     assert run(*args).exit_code == 0
     before = (out / "rgb.npy").read_bytes()
     (out / "rgb.npy").write_bytes(b"mine")
@@ -120,8 +156,19 @@ def test_refuses_to_overwrite(tmp_path, weights, image_dir):
     ],
 )
 def test_one_line_errors(tmp_path, weights, image_dir, extra, message):
-    result = run("explain", str(image_dir / "rgb.png"), "--model", SPEC, "--weights",
-                 str(weights), "--size", "64", "--out", str(tmp_path / "o"), *extra)
+    result = run(
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--size",
+        "64",
+        "--out",
+        str(tmp_path / "o"),
+        *extra,
+    )
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
@@ -148,8 +195,16 @@ def test_bad_model_specs(tmp_path, image_dir, spec, message):
 def test_weights_that_do_not_fit(tmp_path, image_dir):
     path = tmp_path / "other.safetensors"
     save_file({"fc.weight": torch.zeros(2, 2)}, str(path))
-    result = run("explain", str(image_dir), "--model", SPEC, "--weights", str(path),
-                 "--out", str(tmp_path / "o"))
+    result = run(
+        "explain",
+        str(image_dir),
+        "--model",
+        SPEC,
+        "--weights",
+        str(path),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 1 and "do not fit" in result.stderr
 
 
@@ -157,12 +212,30 @@ def test_pickled_state_dict_is_loaded_safely(tmp_path, image_dir):
     torch.manual_seed(0)
     path = tmp_path / "weights.pt"
     torch.save(demo_cnn().state_dict(), path)
-    result = run("explain", str(image_dir / "rgb.png"), "--model", SPEC, "--weights", str(path),
-                 "--size", "64", "--out", str(tmp_path / "o"))
+    result = run(
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        SPEC,
+        "--weights",
+        str(path),
+        "--size",
+        "64",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     torch.save({"weights": demo_cnn()}, tmp_path / "evil.pt")  # an object, not tensors
-    result = run("explain", str(image_dir / "rgb.png"), "--model", SPEC, "--weights",
-                 str(tmp_path / "evil.pt"), "--out", str(tmp_path / "o2"))
+    result = run(
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        SPEC,
+        "--weights",
+        str(tmp_path / "evil.pt"),
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert result.exit_code == 1 and "cannot read weights" in result.stderr
 
 
@@ -175,8 +248,16 @@ def test_exported_program(tmp_path, image_dir):
         model, (torch.rand(2, 3, 64, 64),), dynamic_shapes={"x": {0: batch}}
     )
     torch.export.save(program, str(path))
-    result = run("explain", str(image_dir / "rgb.png"), "--model", str(path), "--size", "64",
-                 "--out", str(tmp_path / "o"))
+    result = run(
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        str(path),
+        "--size",
+        "64",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     from leanxai import GradCAM
     from leanxai.data.images import load_image
@@ -190,8 +271,16 @@ def test_model_that_fails_on_the_input_is_one_line(tmp_path, image_dir):
     model = demo_cnn().eval()
     path = tmp_path / "static.pt2"
     torch.export.save(torch.export.export(model, (torch.rand(2, 3, 64, 64),)), str(path))
-    result = run("explain", str(image_dir / "rgb.png"), "--model", str(path), "--size", "64",
-                 "--out", str(tmp_path / "o"))
+    result = run(
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        str(path),
+        "--size",
+        "64",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 1
     assert "the model failed on a batch of 1 images" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -200,18 +289,35 @@ def test_model_that_fails_on_the_input_is_one_line(tmp_path, image_dir):
 def test_transformers_folder(tmp_path, image_dir):
     transformers = pytest.importorskip("transformers")
     config = transformers.ResNetConfig(
-        layer_type="basic", depths=[1, 1], hidden_sizes=[8, 16], embedding_size=8, num_labels=3,
-        id2label={0: "cat", 1: "dog", 2: "eel"}, label2id={"cat": 0, "dog": 1, "eel": 2},
+        layer_type="basic",
+        depths=[1, 1],
+        hidden_sizes=[8, 16],
+        embedding_size=8,
+        num_labels=3,
+        id2label={0: "cat", 1: "dog", 2: "eel"},
+        label2id={"cat": 0, "dog": 1, "eel": 2},
     )
     torch.manual_seed(0)
     folder = tmp_path / "hf"
     transformers.ResNetForImageClassification(config).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "size": {"height": 48, "width": 48}, "do_normalize": True,
-        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25],
-    }))
-    result = run("explain", str(image_dir / "rgb.png"), "--model", f"hf:{folder}",
-                 "--out", str(tmp_path / "o"))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "size": {"height": 48, "width": 48},
+                "do_normalize": True,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.25, 0.25, 0.25],
+            }
+        )
+    )
+    result = run(
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        f"hf:{folder}",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "o" / "rgb.npy").shape == (48, 48)
     with open(tmp_path / "o" / "summary.csv") as handle:
@@ -223,8 +329,11 @@ def test_demo_writes_its_report(tmp_path, monkeypatch):
     import leanxai.demo
 
     torch.manual_seed(0)
-    info = {"classes": ["circle", "square", "triangle", "cross"], "input_size": [3, 64, 64],
-            "held_out_accuracy": 0.5}
+    info = {
+        "classes": ["circle", "square", "triangle", "cross"],
+        "input_size": [3, 64, 64],
+        "held_out_accuracy": 0.5,
+    }
     monkeypatch.setattr(leanxai.demo, "load_demo_model", lambda *a, **k: (demo_cnn().eval(), info))
     out = tmp_path / "demo"
     result = run("demo", "--out", str(out), "--images", "3")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_cnn
 from torch import nn
 
+from conftest import tiny_cnn
 from leanxai.core.errors import LayerError
 from leanxai.core.hooks import capture, eval_mode, record_outputs
 from leanxai.core.layers import find_head_linear, find_target_layer, resolve_layer
@@ -31,7 +31,10 @@ def test_capture_keeps_outputs_and_removes_hooks(state_guard):
 def test_capture_removes_hooks_when_registration_fails_halfway(state_guard):
     model = tiny_cnn()
     unchanged = state_guard(model)
-    with pytest.raises(LayerError, match="features.9"), capture(model, ["features.0", "features.9"]):
+    with (
+        pytest.raises(LayerError, match=r"features.9"),
+        capture(model, ["features.0", "features.9"]),
+    ):
         pytest.fail("the block must not run")
     unchanged()
 

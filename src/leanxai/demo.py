@@ -65,8 +65,11 @@ def run_demo(
         Receives progress lines.
     """
     out = Path(out_dir)
-    panels = [out / "images" / f"{i:03d}-{spec_name}.png" for i in range(count)
-              for spec_name in map(threshold.spec_label, DEMO_THRESHOLDS[1:])]
+    panels = [
+        out / "images" / f"{i:03d}-{spec_name}.png"
+        for i in range(count)
+        for spec_name in map(threshold.spec_label, DEMO_THRESHOLDS[1:])
+    ]
     check_writable([out / "index.html", out / "summary.csv", *panels], overwrite)
 
     model, info = load_demo_model(cache_dir, progress=True)
@@ -89,30 +92,41 @@ def run_demo(
         covered = threshold.coverage(kept)
         iou = _iou(kept, data.masks)
         hits = _peak_on_object(explanation.heatmap, data.masks)
-        summary.append({
-            "threshold": spec,
-            "mean kept fraction": round(float(covered.mean()), 4),
-            "mean IoU with object mask": round(float(iou.mean()), 4),
-            "peak on object": round(float(hits.float().mean()), 4),
-        })
-        for i in range(count):
-            rows.append({
-                "image": i,
-                "true_class": classes[int(data.labels[i])] if classes else int(data.labels[i]),
-                "predicted_class": (
-                    classes[int(explanation.target[i])] if classes else int(explanation.target[i])
-                ),
-                "probability": round(float(explanation.probabilities[i]), 6),
+        summary.append(
+            {
                 "threshold": spec,
-                "kept_fraction": round(float(covered[i]), 6),
-                "iou": round(float(iou[i]), 6),
-                "peak_on_object": bool(hits[i]),
-            })
+                "mean kept fraction": round(float(covered.mean()), 4),
+                "mean IoU with object mask": round(float(iou.mean()), 4),
+                "peak on object": round(float(hits.float().mean()), 4),
+            }
+        )
+        for i in range(count):
+            rows.append(
+                {
+                    "image": i,
+                    "true_class": classes[int(data.labels[i])] if classes else int(data.labels[i]),
+                    "predicted_class": (
+                        classes[int(explanation.target[i])]
+                        if classes
+                        else int(explanation.target[i])
+                    ),
+                    "probability": round(float(explanation.probabilities[i]), 6),
+                    "threshold": spec,
+                    "kept_fraction": round(float(covered[i]), 6),
+                    "iou": round(float(iou[i]), 6),
+                    "peak_on_object": bool(hits[i]),
+                }
+            )
         if spec != "none":
             label = threshold.spec_label(spec)
             for i in range(count):
-                save_panel(out / "images" / f"{i:03d}-{label}.png", data.images[i],
-                           explanation.heatmap[i], kept[i], overwrite=overwrite)
+                save_panel(
+                    out / "images" / f"{i:03d}-{label}.png",
+                    data.images[i],
+                    explanation.heatmap[i],
+                    kept[i],
+                    overwrite=overwrite,
+                )
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -127,13 +141,20 @@ def run_demo(
         "pointing game without tolerance. Per-image numbers are in summary.csv."
     )
     images = [
-        (f"images/{i:03d}-{threshold.spec_label(spec)}.png",
-         f"#{i} {spec}: true {rows[i]['true_class']}, predicted {rows[i]['predicted_class']}")
-        for i in range(min(count, 8)) for spec in DEMO_THRESHOLDS[1:]
+        (
+            f"images/{i:03d}-{threshold.spec_label(spec)}.png",
+            f"#{i} {spec}: true {rows[i]['true_class']}, predicted {rows[i]['predicted_class']}",
+        )
+        for i in range(min(count, 8))
+        for spec in DEMO_THRESHOLDS[1:]
     ]
     report = write_html_report(
-        out / "index.html", title="leanxai demo: Grad-CAM on synthetic shapes", intro=intro,
-        table=summary, images=images, overwrite=overwrite,
+        out / "index.html",
+        title="leanxai demo: Grad-CAM on synthetic shapes",
+        intro=intro,
+        table=summary,
+        images=images,
+        overwrite=overwrite,
     )
     echo(f"wrote {out / 'summary.csv'} and {len(panels)} panels")
     return Path(report)

@@ -10,7 +10,6 @@ import csv
 import io
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -65,8 +64,12 @@ def _output_names(files: list[Path]) -> list[str]:
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", "model_spec", required=True, help="hf:<repo|dir>, py:module:factory or file.pt2")
-@click.option("--weights", type=click.Path(dir_okay=False), help="state dict or .safetensors for py: specs")
+@click.option(
+    "--model", "model_spec", required=True, help="hf:<repo|dir>, py:module:factory or file.pt2"
+)
+@click.option(
+    "--weights", type=click.Path(dir_okay=False), help="state dict or .safetensors for py: specs"
+)
 @click.option("--layer", default=None, help="dotted name of the target layer (default: found)")
 @click.option(
     "--method",
@@ -74,10 +77,17 @@ def _output_names(files: list[Path]) -> list[str]:
     default="gradcam",
     show_default=True,
 )
-@click.option("--threshold", "threshold_spec", default="none", show_default=True,
-              help="none | top:P | dynamic:MIN_COVERAGE | mass:FRACTION")
+@click.option(
+    "--threshold",
+    "threshold_spec",
+    default="none",
+    show_default=True,
+    help="none | top:P | dynamic:MIN_COVERAGE | mass:FRACTION",
+)
 @click.option("--target", type=int, default=None, help="class to explain (default: predicted)")
-@click.option("--size", default=None, help="model input size SIZE or HxW (default: from the model, else 224)")
+@click.option(
+    "--size", default=None, help="model input size SIZE or HxW (default: from the model, else 224)"
+)
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=16, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
@@ -97,7 +107,7 @@ def explain(
     """Explain images (files or folders) and write overlays, raw maps and summary.csv."""
     from tqdm import tqdm
 
-    from leanxai import METHODS, threshold
+    from leanxai import GradCAM, GradCAMPlusPlus, threshold
     from leanxai.core.models import load_model
     from leanxai.data.images import find_images, load_image
     from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
@@ -122,7 +132,8 @@ def explain(
     side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
     mean = torch.tensor(loaded.mean or (0.0, 0.0, 0.0))[:, None, None]
     std = torch.tensor(loaded.std or (1.0, 1.0, 1.0))[:, None, None]
-    explainer = METHODS[method.lower()](model, layer=layer)
+    cam_methods = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
+    explainer = cam_methods[method.lower()](model, layer=layer)
 
     failed: list[tuple[str, str]] = [(str(p), reason) for p, reason in problems]
     rows: list[dict[str, Any]] = []
@@ -152,22 +163,25 @@ def explain(
             else:
                 save_panel(out_dir / f"{name}.png", image, heatmap, kept[i], overwrite=overwrite)
             index = int(explanation.target[i])
-            rows.append({
-                "file": str(path),
-                "class": index,
-                "label": loaded.labels.get(index, ""),
-                "score": f"{float(explanation.probabilities[i]):.6f}",
-                "coverage": f"{float(covered[i]):.6f}",
-                "time_s": f"{seconds:.6f}",
-                "layer": explanation.layer,
-                "path": explanation.path,
-                "status": "ok",
-            })
+            rows.append(
+                {
+                    "file": str(path),
+                    "class": index,
+                    "label": loaded.labels.get(index, ""),
+                    "score": f"{float(explanation.probabilities[i]):.6f}",
+                    "coverage": f"{float(covered[i]):.6f}",
+                    "time_s": f"{seconds:.6f}",
+                    "layer": explanation.layer,
+                    "path": explanation.path,
+                    "status": "ok",
+                }
+            )
         pending.clear()
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path, name in tqdm(list(zip(files, names, strict=True)), desc="explaining", unit="image",
-                           disable=None):
+    for path, name in tqdm(
+        list(zip(files, names, strict=True)), desc="explaining", unit="image", disable=None
+    ):
         try:
             image = load_image(path, size=side)
         except InputError as error:
@@ -195,23 +209,33 @@ def explain(
 
 
 @main.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("leanxai-demo"), show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("leanxai-demo"),
+    show_default=True,
+)
 @click.option("--images", "count", type=click.IntRange(1, 256), default=16, show_default=True)
-@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
-              help="where the trained demo model is cached (default: $LEANXAI_CACHE or ~/.cache/leanxai)")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="where the trained demo model is cached (default: $LEANXAI_CACHE or ~/.cache/leanxai)",
+)
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 def demo(out_dir: Path, count: int, cache_dir: str | None, overwrite: bool) -> None:
     """Train (once) the demo CNN on synthetic shapes and explain held-out images."""
     from leanxai.demo import run_demo
 
     try:
-        report = run_demo(out_dir, count=count, cache_dir=cache_dir, overwrite=overwrite,
-                          echo=click.echo)
+        report = run_demo(
+            out_dir, count=count, cache_dir=cache_dir, overwrite=overwrite, echo=click.echo
+        )
     except LeanXAIError as error:
         fail(str(error))
     click.echo(f"report: {report}")
-
 
 
 if __name__ == "__main__":

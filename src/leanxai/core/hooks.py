@@ -2,8 +2,8 @@
 
 Every hook registered here is removed when its ``with`` block ends, whether the block succeeds, the
 registration fails halfway, or the forward raises: registration goes through a
-:class:`contextlib.ExitStack` that holds each handle's ``remove`` the moment it exists. The same holds
-for the other temporary changes (``training`` flags, grad mode).
+:class:`contextlib.ExitStack` that holds each handle's ``remove`` the moment it exists. The same
+holds for the other temporary changes (``training`` flags, grad mode).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Specs:
   ``.safetensors`` file or a state dict read with ``torch.load(weights_only=True)``;
 - a path to an exported program (``.pt2``, :func:`torch.export.save`).
 
-Unpickling arbitrary objects is never done: a whole pickled model (``torch.save(model)``) is refused.
+Unpickling arbitrary objects is never done: a whole pickled model (``torch.save(model)``) is
+refused.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ __all__ = ["LoadedModel", "load_model", "logits_of"]
 def logits_of(output: Any) -> torch.Tensor:
     """Return the ``(B, K)`` logits from a model output.
 
-    Accepts a tensor, a transformers ``ModelOutput`` (or any object with ``.logits``), a mapping with
-    a ``"logits"`` key, or a tuple/list whose first element is the logits.
+    Accepts a tensor, a transformers ``ModelOutput`` (or any object with ``.logits``), a mapping
+    with a ``"logits"`` key, or a tuple/list whose first element is the logits.
 
     Raises
     ------
@@ -65,8 +66,8 @@ def logits_of(output: Any) -> torch.Tensor:
 class LoadedModel:
     """A model and what is known about its expected input.
 
-    ``input_size`` is ``(H, W)``; ``mean`` and ``std`` normalise ``[0, 1]`` RGB inputs (``None``: feed
-    ``[0, 1]`` images as they are); ``labels`` maps class index to name when known.
+    ``input_size`` is ``(H, W)``; ``mean`` and ``std`` normalise ``[0, 1]`` RGB inputs (``None``:
+    feed ``[0, 1]`` images as they are); ``labels`` maps class index to name when known.
     """
 
     model: nn.Module
@@ -85,7 +86,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             return dict(load_file(str(path)))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any reader failure is one user-facing line
+    except Exception as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelLoadError(f"cannot read weights {str(path)!r}: {message}") from error
     if isinstance(state, Mapping) and "state_dict" in state:
@@ -128,12 +129,14 @@ def _from_hf(spec: str) -> LoadedModel:
     try:
         from transformers import AutoModelForImageClassification
     except ImportError as error:
-        raise ModelLoadError("hf: model specs need transformers: pip install leanxai[hf]") from error
+        raise ModelLoadError(
+            "hf: model specs need transformers: pip install leanxai[hf]"
+        ) from error
     source = spec[len("hf:") :]
     local = Path(source).is_dir()
     try:
         model = AutoModelForImageClassification.from_pretrained(source, local_files_only=local)
-    except Exception as error:  # noqa: BLE001 - transformers raises many types
+    except Exception as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelLoadError(f"cannot load {spec!r}: {message}") from error
     loaded = LoadedModel(model, labels={int(k): v for k, v in model.config.id2label.items()})
@@ -155,19 +158,17 @@ def _from_hf(spec: str) -> LoadedModel:
 def _from_exported(path: Path) -> nn.Module:
     try:
         program = torch.export.load(str(path))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelLoadError(f"cannot load exported program {str(path)!r}: {message}") from error
     try:
         # Keeps the original module hierarchy, so layers can be named as in the source model.
         return torch.export.unflatten(program)
-    except Exception:  # noqa: BLE001 - fall back to the flat graph module
+    except Exception:
         return program.module()
 
 
-def load_model(
-    spec: str | Path | nn.Module, weights: str | Path | None = None
-) -> LoadedModel:
+def load_model(spec: str | Path | nn.Module, weights: str | Path | None = None) -> LoadedModel:
     """Load a model from ``spec`` (see the module docstring) and put it in eval mode.
 
     Raises

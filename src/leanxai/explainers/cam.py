@@ -94,12 +94,15 @@ class CAMExplainer(Explainer):
     def _run(
         self, inputs: torch.Tensor, layer: str, head: str | None, graph: bool
     ) -> tuple[Capture, torch.Tensor]:
-        with torch.no_grad(), capture(
-            self.model,
-            [layer],
-            inputs_of=[head] if head is not None else [],
-            grad_from=layer if graph else None,
-        ) as record:
+        with (
+            torch.no_grad(),
+            capture(
+                self.model,
+                [layer],
+                inputs_of=[head] if head is not None else [],
+                grad_from=layer if graph else None,
+            ) as record,
+        ):
             logits = logits_of(self.model(inputs))
         if record.calls.get(layer, 0) != 1:
             raise LayerError(
@@ -133,7 +136,9 @@ class CAMExplainer(Explainer):
         if not torch.allclose(features, pooled, rtol=1e-4, atol=1e-5 * float(scale)):
             return None
         out_scale = logits.detach().abs().amax().clamp_min(1e-12)
-        if not torch.allclose(produced.detach(), logits.detach(), rtol=1e-4, atol=1e-5 * out_scale):
+        if not torch.allclose(
+            produced.detach(), logits.detach(), rtol=1e-4, atol=1e-5 * float(out_scale)
+        ):
             return None
         height, width = activations.shape[2:]
         return linear.weight.detach() / (height * width)  # (K, C)
@@ -193,7 +198,10 @@ class CAMExplainer(Explainer):
                 weights = self.cam_weights(activations, gradients)  # (B, C)
                 cam = torch.relu(torch.einsum("bc,bchw->bhw", weights, activations))
                 heatmap = F.interpolate(
-                    cam[:, None].float(), size=inputs.shape[2:], mode="bilinear", align_corners=False
+                    cam[:, None].float(),
+                    size=inputs.shape[2:],
+                    mode="bilinear",
+                    align_corners=False,
                 )[:, 0]
                 heatmap = normalize_maps(heatmap.clamp_min(0))
         return Explanation(
@@ -243,9 +251,9 @@ class GradCAMPlusPlus(CAMExplainer):
     """Grad-CAM++ (Chattopadhyay et al., 2018).
 
     Uses the closed form for an exponential score, as the authors' code and pytorch-grad-cam do:
-    ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3)``, weight ``= sum_ij alpha * relu(g)``, where ``g`` is the
-    gradient of the class score. Deviation: we evaluate ``alpha`` as ``1 / (2 + sum_ij(A) g)``, which
-    is the same wherever ``g != 0``, without the ``eps`` those implementations add to the
+    ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3)``, weight ``= sum_ij alpha * relu(g)``, where ``g`` is
+    the gradient of the class score. Deviation: we evaluate ``alpha`` as ``1 / (2 + sum_ij(A) g)``,
+    which is the same wherever ``g != 0``, without the ``eps`` those implementations add to the
     denominator; with small gradients (``W / (h*w)`` on the forward path is ~1e-4) that ``eps``
     dominates ``g^2`` and changes the map.
     """
