@@ -105,17 +105,28 @@ def runners(model: nn.Module, inputs: torch.Tensor) -> dict[str, Callable[[], An
 
 
 def time_alternately(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds per call. Each round times a block of calls of every method in turn.
+
+    Blocks last at least ~50 ms, so sub-millisecond models are not measured at the timer's
+    resolution; the order of the methods rotates every round.
+    """
     names = list(METHODS)
     for name in names:  # warm-up
         calls[name]()
         calls[name]()
+    start = time.perf_counter()
+    calls["inference"]()
+    once = time.perf_counter() - start
+    block = max(1, min(200, int(0.05 / max(once, 1e-6))))
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         order = names[round_ % 3 :] + names[: round_ % 3]
         for name in order:
+            call = calls[name]
             start = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(block):
+                call()
+            times[name].append((time.perf_counter() - start) / block)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -242,7 +253,39 @@ def main() -> None:
             indent=2,
         )
     )
-    print(f"wrote {args.out}")
+    table = markdown_table(rows, summary)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+
+
+def markdown_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The README table: times in ms (median), ratios, and peak RSS ratios when measured."""
+    memory = "peak_rss_mb" in rows[0]
+    head = "| model | batch | path | inference ms | leanxai ms | captum ms | leanxai / inference "
+    head += "| captum / leanxai |"
+    rule = "|---|---:|---|---:|---:|---:|---:|---:|"
+    if memory:
+        head += " peak RSS leanxai / inference | peak RSS captum / inference |"
+        rule += "---:|---:|"
+    lines = [head, rule]
+    for row in rows:
+        s = row["seconds"]
+        line = (
+            f"| {row['model']} | {row['batch']} | {row['path']} | {s['inference'] * 1e3:.1f} "
+            f"| {s['leanxai'] * 1e3:.1f} | {s['captum'] * 1e3:.1f} "
+            f"| {row['leanxai_over_inference']:.3f} | {row['captum_over_leanxai']:.2f} |"
+        )
+        if memory:
+            rss = (row["leanxai_over_inference_rss"], row["captum_over_inference_rss"])
+            line += f" {rss[0]:.3f} | {rss[1]:.3f} |"
+        lines.append(line)
+    lines.append("")
+    lines.append(
+        f"Geometric mean of captum / leanxai: {summary['geomean_captum_over_leanxai']:.2f} "
+        f"(minimum {summary['min_captum_over_leanxai']:.2f})."
+    )
+    return "\n".join(lines) + "\n"
 
 
 def _format_row(row: dict[str, Any]) -> str:

@@ -166,8 +166,11 @@ def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
         yield model
         return
     flags = [(module, module.training) for module in model.modules()]
+    if not any(training for _, training in flags):  # already in eval mode: nothing to undo
+        yield model
+        return
     try:
-        model.eval()
+        model.eval()  # through eval(), so that modules overriding train() are respected
         yield model
     finally:
         for module, training in flags:

@@ -94,7 +94,9 @@ def check_images(inputs: object, name: str = "inputs") -> torch.Tensor:
         raise InputError(f"{name} must be a floating tensor, got dtype {inputs.dtype}")
     if inputs.shape[0] == 0:
         raise InputError(f"{name} is an empty batch")
-    if not bool(torch.isfinite(inputs).all()):
+    # One reduction first: a NaN or inf anywhere makes the sum non-finite. Only then (or on an
+    # overflow of the sum) look at every element.
+    if not bool(torch.isfinite(inputs.sum())) and not bool(torch.isfinite(inputs).all()):
         bad = (~torch.isfinite(inputs)).flatten(1).any(dim=1).nonzero()[:, 0].tolist()
         raise InputError(f"{name} contain NaN or infinite values (samples {bad[:10]})")
     return inputs
