@@ -104,5 +104,5 @@ def check_images(inputs: object, name: str = "inputs") -> torch.Tensor:
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     """Divide each ``(B, H, W)`` map by its maximum; all-zero maps stay zero."""
-    peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
+    peak = maps.flatten(1).amax(dim=1).clamp_min_(torch.finfo(maps.dtype).tiny)
     return maps / peak[:, None, None]

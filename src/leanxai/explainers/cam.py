@@ -82,6 +82,15 @@ class CAMExplainer(Explainer):
         """Channel weights ``(B, C)`` from activations and gradients, both ``(B, C, h, w)``."""
         raise NotImplementedError
 
+    def constant_gradient_weights(
+        self, activations: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Channel weights when the gradient is ``rows[:, :, None, None]`` at every position.
+
+        The forward path's case; override when the method has a cheaper closed form.
+        """
+        return self.cam_weights(activations, rows[:, :, None, None].expand_as(activations))
+
     # -- the engine -----------------------------------------------------------------------------
 
     def _target_layer(self, inputs: torch.Tensor) -> str:
@@ -184,6 +193,7 @@ class CAMExplainer(Explainer):
                 )
             activations = record.outputs[layer]  # (B, C, h, w)
             gradients = None
+            rows = None
             if head_grad is not None:
                 height, width = activations.shape[2:]
                 rows = head_grad[classes] / (height * width)  # (B, C)
@@ -205,7 +215,10 @@ class CAMExplainer(Explainer):
                 gradients = self._autograd_gradient(activations, logits, classes)
             with torch.no_grad():
                 activations = activations.detach()
-                weights = self.cam_weights(activations, gradients)  # (B, C)
+                if head_grad is not None and rows is not None:
+                    weights = self.constant_gradient_weights(activations, rows)  # (B, C)
+                else:
+                    weights = self.cam_weights(activations, gradients)  # (B, C)
                 cam = torch.relu(torch.einsum("bc,bchw->bhw", weights, activations))
                 heatmap = F.interpolate(
                     cam[:, None].float(),
@@ -213,7 +226,7 @@ class CAMExplainer(Explainer):
                     mode="bilinear",
                     align_corners=False,
                 )[:, 0]
-                heatmap = normalize_maps(heatmap.clamp_min(0))
+                heatmap = normalize_maps(heatmap)  # bilinear keeps it >= 0
         return Explanation(
             heatmap=heatmap,
             target=classes,
@@ -255,6 +268,11 @@ class GradCAM(CAMExplainer):
 
     def cam_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return gradients.mean(dim=(2, 3))  # (B, C)
+
+    def constant_gradient_weights(
+        self, activations: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        return rows  # the spatial mean of a constant
 
 
 class GradCAMPlusPlus(CAMExplainer):
