@@ -64,7 +64,9 @@ def test_small_cnn_structure_is_cam_compatible() -> None:
         assert torch.allclose(model(x), model.classifier(pooled), atol=1e-5)
 
 
-@pytest.mark.parametrize(("image_size", "size"), [(224, 32), (224, 70), (64, 32), (64, 64), (32, 48)])
+@pytest.mark.parametrize(
+    ("image_size", "size"), [(224, 32), (224, 70), (64, 32), (64, 64), (32, 48)]
+)
 def test_vgg_style_output_shapes(image_size: int, size: int) -> None:
     model = VGGStyle(num_classes=3, in_channels=1, width=4, image_size=image_size, hidden=16)
     model.eval()
@@ -188,11 +190,11 @@ def test_train_demo_model_invalid_arguments() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The cached demo model. Trained once for the whole module (about 40 s on two CPU cores).
+# The cached demo model. Trained once for the whole module (about 45 s on two CPU cores).
 
 
 @pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module, dict[str, Any]]:
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SmallCNN, dict[str, Any]]:
     directory = tmp_path_factory.mktemp("cache")
     model, metadata = load_demo_model(directory, progress=False)
     return directory, model, metadata
@@ -215,7 +217,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_demo_model_trains_well_and_is_cached(
-    demo_cache: tuple[Path, nn.Module, dict[str, Any]],
+    demo_cache: tuple[Path, SmallCNN, dict[str, Any]],
 ) -> None:
     directory, model, metadata = demo_cache
     assert isinstance(model, SmallCNN) and not model.training
@@ -235,7 +237,7 @@ def test_demo_model_trains_well_and_is_cached(
 
 
 def test_second_load_hits_the_cache(
-    demo_cache: tuple[Path, nn.Module, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    demo_cache: tuple[Path, SmallCNN, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory, model, metadata = demo_cache
     monkeypatch.setattr(train_module, "train_demo_model", _fail_training)
@@ -251,7 +253,7 @@ def test_second_load_hits_the_cache(
 
 
 def test_cached_weights_load_into_the_factory(
-    demo_cache: tuple[Path, nn.Module, dict[str, Any]],
+    demo_cache: tuple[Path, SmallCNN, dict[str, Any]],
 ) -> None:
     directory, model, _ = demo_cache
     fresh = demo_cnn()
@@ -270,7 +272,7 @@ def _copy_cache(source: Path, target: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "sha", "json", "no_json"])
 def test_corrupt_cache_is_retrained(
-    demo_cache: tuple[Path, nn.Module, dict[str, Any]],
+    demo_cache: tuple[Path, SmallCNN, dict[str, Any]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

@@ -2,14 +2,16 @@
 
 Each image holds one object, a circle, square, triangle or cross, at a random position, scale,
 rotation and colour, over a smooth colour gradient with thin lines and soft blobs as distractors
-and gaussian pixel noise. Colour is drawn independently of the class, so the label can only be
-learnt from the shape. The mask is the set of pixels the object covers: distractors are drawn
-under the object, never over it, so every mask pixel shows the object.
+and gaussian pixel noise. The object's size (the diameter of a circle, the side of a square or a
+triangle, the span of a cross) is 20-40 % of the image side. Its colour is drawn independently of
+the class, redrawn while closer than 0.4 (RGB distance) to the gradient beneath it, so the label
+can only be learnt from the shape. The mask is the set of pixels the object covers: distractors
+are drawn under the object, never over it, so every mask pixel shows the object.
 
-Generation is vectorised over images and split into knobs, one function each (background,
-clutter, object geometry, object colour, noise). Each knob draws from its own random stream,
-derived from the seed and the knob's name, so adding a knob later leaves the others' draws
-unchanged.
+Generation is vectorised over images and split into knobs, one function each, applied in order:
+background, object geometry, object colour, clutter, painting the object, noise. Each knob draws
+from its own random stream, derived from the seed and the knob's name, so adding a knob later (or
+changing another knob's setting) leaves the others' draws unchanged.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Small reference architectures and their training recipes.
 
 ``demo_cnn`` builds the demo model's architecture; ``load_demo_model`` returns it trained (cached
-after the first call, about 40 s on two CPU cores).
+after the first call, about 45 s on two CPU cores).
 """
 
 from leanxai.zoo.cnn import SmallCNN, VGGStyle

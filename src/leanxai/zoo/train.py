@@ -210,7 +210,7 @@ def train_demo_model(
     curriculum: from the start, cluttered noisy images leave the loss flat for epochs), then for
     the rest on 4,000 images of :func:`~leanxai.data.shapes.make_shapes` with its default clutter
     and noise. It is evaluated on 500 held-out default images generated with another seed. With
-    the defaults it takes about 40 s on two CPU cores and reaches about 92 % held-out accuracy.
+    the defaults it takes about 45 s on two CPU cores and reaches about 92 % held-out accuracy.
     Thread counts are left as the caller set them, and the global RNG state is left untouched.
 
     Parameters
