@@ -10,9 +10,9 @@ every round, after warm-up), and the script reports the median time of each and 
   bilinear upsampling (``LayerAttribution.interpolate``) and normalisation. Captum is given the
   predicted classes, computed beforehand and not timed, which favours it.
 
-Peak memory is the maximum resident set size (``ru_maxrss``) of a separate process per
-(model, batch, method) that builds the model and runs the method a few times; "extra" is that peak
-minus the process's RSS just before the first call.
+Peak memory is the peak resident set size (``VmHWM``) of a separate process per
+(model, batch, method) that builds the model, runs one forward pass, then runs only that method four
+times; "extra" is that peak minus the process's RSS just before the first call.
 
     python benchmarks/gradcam_speed.py                # full run, writes results/gradcam_speed.json
     python benchmarks/gradcam_speed.py --quick        # fewer repeats, batch 1 only
@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -190,16 +189,20 @@ def memory_child(model_name: str, batch: int, method: str) -> None:
 
     for _ in range(4):
         run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_kb": peak, "before_kb": before}))
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec and would report the parent's peak.
+    print(json.dumps({"peak_kb": _status_kb("VmHWM"), "before_kb": before}))
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _current_rss_kb() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return _status_kb("VmRSS")
 
 
 def measure_memory(model_name: str, batch: int, method: str) -> dict[str, int]:
