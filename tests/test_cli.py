@@ -192,6 +192,26 @@ def test_bad_model_specs(tmp_path, image_dir, spec, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_factory_that_raises(tmp_path, image_dir, monkeypatch):
+    import leanxai.zoo
+
+    def broken() -> None:
+        raise KeyError("no such architecture")
+
+    monkeypatch.setattr(leanxai.zoo, "broken_factory", broken, raising=False)
+    result = run(
+        "explain",
+        str(image_dir),
+        "--model",
+        "py:leanxai.zoo:broken_factory",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert result.exit_code == 1
+    assert "raised KeyError" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_weights_that_do_not_fit(tmp_path, image_dir):
     path = tmp_path / "other.safetensors"
     save_file({"fc.weight": torch.zeros(2, 2)}, str(path))

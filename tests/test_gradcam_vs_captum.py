@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_cnn, tiny_vgg
 
+from conftest import tiny_cnn, tiny_vgg
 from leanxai import GradCAM
 
 captum_attr = pytest.importorskip("captum.attr")

@@ -149,8 +149,9 @@ def explain(
         except LeanXAIError as error:
             # A model-level problem (bad layer, bad target) fails every batch alike: stop.
             fail(str(error))
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else "RuntimeError"
+        except Exception as error:
+            text = str(error).strip()
+            first = text.splitlines()[0] if text else type(error).__name__
             fail(f"the model failed on a batch of {len(pending)} images of {side}: {first}")
         seconds = (time.perf_counter() - start) / len(pending)
         kept = apply_threshold(explanation.heatmap)
@@ -178,7 +179,10 @@ def explain(
             )
         pending.clear()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"cannot create output folder {str(out_dir)!r}: {error.strerror or error}")
     for path, name in tqdm(
         list(zip(files, names, strict=True)), desc="explaining", unit="image", disable=None
     ):

@@ -110,7 +110,11 @@ def _from_factory(spec: str, weights: str | Path | None) -> nn.Module:
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise ModelLoadError(f"{module_name!r} has no callable {factory_name!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelLoadError(f"{spec!r} raised {type(error).__name__}: {message}") from error
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
