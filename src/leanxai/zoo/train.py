@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "RECIPE_VERSION",
     "demo_cnn",
     "fit_classifier",
+    "load_cached",
     "load_demo_model",
     "train_demo_model",
 ]
@@ -327,25 +329,63 @@ def load_demo_model(
     weights do not match their metadata, is logged as a warning and replaced by retraining. If the
     cache cannot be written, a warning is logged and the trained model is still returned.
     """
+    return load_cached(
+        "demo_cnn",
+        demo_cnn,
+        lambda: train_demo_model(progress=progress),
+        RECIPE_VERSION,
+        cache_dir=cache_dir,
+        retrain=retrain,
+    )
+
+
+def load_cached(
+    name: str,
+    build: Callable[[], nn.Module],
+    train: Callable[[], tuple[nn.Module, dict[str, Any]]],
+    version: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """A trained model from the cache, or trained by ``train`` and cached on first use.
+
+    The weights live in ``<name>-<version>.safetensors`` (never pickle) and the metadata in the
+    ``.json`` file beside it, with the weights' SHA-256; see :func:`load_demo_model`.
+
+    Parameters
+    ----------
+    name
+        File name stem.
+    build
+        Returns the untrained architecture, into which cached weights are loaded.
+    train
+        Returns ``(model, metadata)``; the metadata must be JSON-serialisable.
+    version
+        The recipe's version; a cache of another version is retrained.
+    cache_dir, retrain
+        As in :func:`load_demo_model`.
+    """
     directory = _cache_directory(cache_dir)
-    weights_path = directory / f"demo_cnn-{RECIPE_VERSION}.safetensors"
+    weights_path = directory / f"{name}-{version}.safetensors"
     metadata_path = weights_path.with_suffix(".json")
     if not retrain and (weights_path.exists() or metadata_path.exists()):
         try:
-            return _read_cache(weights_path, metadata_path)
+            return _read_cache(weights_path, metadata_path, build, version)
         except _CACHE_ERRORS as error:
             logger.warning(
-                "demo model cache %s is unreadable (%s: %s); retraining",
+                "model cache %s is unreadable (%s: %s); retraining",
                 weights_path,
                 type(error).__name__,
                 error,
             )
-    model, metadata = train_demo_model(progress=progress)
+    model, metadata = train()
+    metadata = {"recipe_version": version, **metadata}
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        metadata = _write_cache(model, metadata, weights_path, metadata_path)
+        metadata = _write_cache(model, metadata, weights_path, metadata_path, version)
     except OSError as error:
-        logger.warning("could not write the demo model cache %s: %s", weights_path, error)
+        logger.warning("could not write the model cache %s: %s", weights_path, error)
     return model, metadata
 
 
@@ -362,30 +402,34 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _read_cache(weights_path: Path, metadata_path: Path) -> tuple[SmallCNN, dict[str, Any]]:
+def _read_cache(
+    weights_path: Path, metadata_path: Path, build: Callable[[], nn.Module], version: str
+) -> tuple[nn.Module, dict[str, Any]]:
     metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata is a {type(metadata).__name__}, not an object")
-    if metadata.get("recipe_version") != RECIPE_VERSION:
-        raise ValueError(
-            f"recipe version {metadata.get('recipe_version')!r}, expected {RECIPE_VERSION!r}"
-        )
+    if metadata.get("recipe_version") != version:
+        raise ValueError(f"recipe version {metadata.get('recipe_version')!r}, expected {version!r}")
     if metadata.get("weights_sha256") != _sha256(weights_path):
         raise ValueError("the weights do not match the SHA-256 recorded in their metadata")
-    model = demo_cnn()
+    model = build()
     model.load_state_dict(load_file(weights_path), strict=True)
     model.eval()
-    logger.debug("loaded demo CNN from %s", weights_path)
+    logger.debug("loaded %s from %s", type(model).__name__, weights_path)
     return model, metadata
 
 
 def _write_cache(
-    model: nn.Module, metadata: dict[str, Any], weights_path: Path, metadata_path: Path
+    model: nn.Module,
+    metadata: dict[str, Any],
+    weights_path: Path,
+    metadata_path: Path,
+    version: str,
 ) -> dict[str, Any]:
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     weights_tmp = _temporary(weights_path)
     try:
-        save_file(state, str(weights_tmp), metadata={"recipe_version": RECIPE_VERSION})
+        save_file(state, str(weights_tmp), metadata={"recipe_version": version})
         metadata = {**metadata, "weights_sha256": _sha256(weights_tmp)}
         metadata_tmp = _temporary(metadata_path)
         try:
@@ -398,7 +442,7 @@ def _write_cache(
             metadata_tmp.unlink(missing_ok=True)
     finally:
         weights_tmp.unlink(missing_ok=True)
-    logger.info("cached demo CNN in %s", weights_path)
+    logger.info("cached %s in %s", type(model).__name__, weights_path)
     return metadata
 
 
