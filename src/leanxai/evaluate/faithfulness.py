@@ -56,7 +56,8 @@ class Curve:
         ``(S + 1,)`` float64, the fraction of pixels removed (deletion) or inserted (insertion)
         at each step, from 0 to 1.
     probabilities
-        ``(B, S + 1)`` float32 (float64 for a float64 model), the softmax probability of ``target`` after each step.
+        ``(B, S + 1)`` float32 (float64 for a float64 model), the softmax probability of
+        ``target`` after each step.
     target
         ``(B,)`` int64, the class followed (the prediction on the unmodified inputs by default).
     """
