@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from leanxai import threshold
 from leanxai.data.shapes import make_shapes
+from leanxai.evaluate.localization import localization, pointing_game
 from leanxai.explainers.cam import GradCAM
 from leanxai.io import atomic_write_text, check_writable
 from leanxai.viz.overlay import save_panel
@@ -28,17 +27,6 @@ __all__ = ["DEMO_THRESHOLDS", "run_demo"]
 
 DEMO_THRESHOLDS = ("none", "top:10", "top:20", "dynamic:0.05", "mass:0.8")
 _HELD_OUT_SEED = 7_777_777  # never a training seed
-
-
-def _iou(kept: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    kept, mask = kept > 0, mask.bool()  # (B, H, W)
-    union = (kept | mask).flatten(1).sum(1)
-    return (kept & mask).flatten(1).sum(1) / union.clamp_min(1)
-
-
-def _peak_on_object(heatmap: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    peak = heatmap.flatten(1).argmax(1)  # (B,)
-    return mask.flatten(1).gather(1, peak[:, None])[:, 0]
 
 
 def run_demo(
@@ -90,8 +78,9 @@ def run_demo(
     for spec in DEMO_THRESHOLDS:
         kept = threshold.from_spec(spec)(explanation.heatmap)
         covered = threshold.coverage(kept)
-        iou = _iou(kept, data.masks)
-        hits = _peak_on_object(explanation.heatmap, data.masks)
+        iou = localization(kept > 0, data.masks)["iou"]
+        # Tolerance 0: the peak must fall on the object itself.
+        hits = pointing_game(explanation.heatmap, data.masks, tolerance=0).hits
         summary.append(
             {
                 "threshold": spec,
