@@ -14,17 +14,31 @@ from torch import nn
 from leanxai import threshold
 from leanxai.core.targets import Target
 from leanxai.explainers.base import Explainer, Explanation
+from leanxai.explainers.baselines import (
+    LIME,
+    RISE,
+    GuidedBackprop,
+    IntegratedGradients,
+    KernelSHAP,
+    Occlusion,
+)
 from leanxai.explainers.cam import CAMExplainer, GradCAM, GradCAMPlusPlus
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LIME",
     "METHODS",
+    "RISE",
     "CAMExplainer",
     "Explainer",
     "Explanation",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "IntegratedGradients",
+    "KernelSHAP",
+    "Occlusion",
     "explain",
     "threshold",
 ]
@@ -33,7 +47,15 @@ METHODS: dict[str, type[Explainer]] = {
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "gradcampp": GradCAMPlusPlus,
+    "rise": RISE,
+    "lime": LIME,
+    "kernelshap": KernelSHAP,
+    "ig": IntegratedGradients,
+    "integratedgradients": IntegratedGradients,
+    "occlusion": Occlusion,
+    "guidedbackprop": GuidedBackprop,
 }
+"""Method names for :func:`explain` and the CLI; ``-`` and ``_`` are ignored when matching."""
 
 
 def explain(
@@ -52,7 +74,8 @@ def explain(
     inputs
         ``(B, C, H, W)`` images.
     method
-        One of :data:`METHODS` (``"gradcam"``, ``"gradcam++"``).
+        One of :data:`METHODS`: ``"gradcam"``, ``"gradcam++"``, and the baselines ``"rise"``,
+        ``"lime"``, ``"kernelshap"``, ``"ig"``, ``"occlusion"``, ``"guided_backprop"``.
     target
         ``None`` for the predicted class, an int, or one class per sample.
     **options

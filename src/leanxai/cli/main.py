@@ -48,6 +48,18 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
     return numbers[0], numbers[1]
 
 
+_EXPLAIN_METHODS = (
+    "gradcam",
+    "gradcam++",
+    "rise",
+    "lime",
+    "kernelshap",
+    "ig",
+    "occlusion",
+    "guided_backprop",
+)
+
+
 def _output_names(files: list[Path]) -> list[str]:
     """A distinct, readable output stem per input file."""
     names: list[str] = []
@@ -73,9 +85,10 @@ def _output_names(files: list[Path]) -> list[str]:
 @click.option("--layer", default=None, help="dotted name of the target layer (default: found)")
 @click.option(
     "--method",
-    type=click.Choice(["gradcam", "gradcam++"], case_sensitive=False),
+    type=click.Choice(list(_EXPLAIN_METHODS), case_sensitive=False),
     default="gradcam",
     show_default=True,
+    help="Grad-CAM, Grad-CAM++ or a baseline (slower: see `leanxai benchmark`)",
 )
 @click.option(
     "--threshold",
@@ -107,9 +120,10 @@ def explain(
     """Explain images (files or folders) and write overlays, raw maps and summary.csv."""
     from tqdm import tqdm
 
-    from leanxai import GradCAM, GradCAMPlusPlus, threshold
+    from leanxai import threshold
     from leanxai.core.models import load_model
     from leanxai.data.images import find_images, load_image
+    from leanxai.evaluate.benchmark import make_explainer
     from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
     from leanxai.viz.overlay import save_overlay, save_panel
 
@@ -132,8 +146,10 @@ def explain(
     side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
     mean = torch.tensor(loaded.mean or (0.0, 0.0, 0.0))[:, None, None]
     std = torch.tensor(loaded.std or (1.0, 1.0, 1.0))[:, None, None]
-    cam_methods = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
-    explainer = cam_methods[method.lower()](model, layer=layer)
+    cam = method.lower() in ("gradcam", "gradcam++")
+    if layer is not None and not cam:
+        fail(f"--layer applies to gradcam and gradcam++, not {method}")
+    explainer = make_explainer(method, model, options={"layer": layer} if cam else None)
 
     failed: list[tuple[str, str]] = [(str(p), reason) for p, reason in problems]
     rows: list[dict[str, Any]] = []
@@ -240,6 +256,124 @@ def demo(out_dir: Path, count: int, cache_dir: str | None, overwrite: bool) -> N
     except LeanXAIError as error:
         fail(str(error))
     click.echo(f"report: {report}")
+
+
+def _parse_settings(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``method.option=value`` strings to ``{method: {option: value}}``; values as JSON if they
+    parse (numbers, true/false, lists), else as strings."""
+    import json
+
+    settings: dict[str, dict[str, Any]] = {}
+    for text in values:
+        key, sep, raw = text.partition("=")
+        method, dot, option = key.strip().partition(".")
+        if not sep or not dot or not method or not option:
+            raise click.BadParameter(
+                f"{text!r} is not METHOD.OPTION=VALUE (e.g. lime.n_samples=500)"
+            )
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        settings.setdefault(method.strip(), {})[option.strip()] = value
+    return settings
+
+
+def _split_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--quick", is_flag=True, help="one data set, 8 images, short curves (about a minute)")
+@click.option("--methods", default=None, help="comma-separated (default: all eight)")
+@click.option(
+    "--thresholds",
+    default=None,
+    help="comma-separated specs (default: none, top:1, top:5, top:10, top:20, dynamic, mass:0.8)",
+)
+@click.option("--datasets", default=None, help="comma-separated: shapes, shapes-hard, mnist")
+@click.option(
+    "--n",
+    "count",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="images per data set (default 64; 8 with --quick)",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="deletion/insertion steps (default 32; 16 with --quick)",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="METHOD.OPTION=VALUE",
+    help="a method's option, e.g. lime.n_samples=500 (repeatable)",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="where trained models are cached (default: $LEANXAI_CACHE or ~/.cache/leanxai)",
+)
+@click.option("--overwrite", is_flag=True, help="replace the files of an earlier run")
+def benchmark(
+    out_dir: Path,
+    quick: bool,
+    methods: str | None,
+    thresholds: str | None,
+    datasets: str | None,
+    count: int | None,
+    steps: int | None,
+    settings: tuple[str, ...],
+    seed: int,
+    cache_dir: str | None,
+    overwrite: bool,
+) -> None:
+    """Score every method at every threshold against ground-truth masks and the model.
+
+    Writes results.csv, paired_tests.csv, results.json, plots/*.png and report.html to --out.
+    Exits 2 if any method failed on any data set (recorded in the CSV and the report).
+    """
+    from leanxai.evaluate.benchmark import BenchmarkConfig, run_benchmark
+
+    changes: dict[str, Any] = {"seed": seed}
+    for name, value in (
+        ("methods", _split_list(methods)),
+        ("thresholds", _split_list(thresholds)),
+        ("datasets", _split_list(datasets)),
+        ("n", count),
+        ("steps", steps),
+    ):
+        if value is not None:
+            changes[name] = value
+    try:
+        changes["method_options"] = _parse_settings(settings)
+        config = BenchmarkConfig.quick(**changes) if quick else BenchmarkConfig(**changes)
+        config.check()
+        unknown = set(config.method_options) - set(config.methods)
+        if unknown:
+            raise click.BadParameter(f"--set names method(s) not run: {sorted(unknown)}")
+        result = run_benchmark(config, out_dir, overwrite=overwrite, cache_dir=cache_dir)
+    except (LeanXAIError, ValueError, click.BadParameter) as error:
+        fail(str(error).splitlines()[0])
+    except OSError as error:
+        fail(f"cannot write to {str(out_dir)!r}: {error.strerror or error}")
+    click.echo(f"results: {result.files['results']}")
+    click.echo(f"report:  {result.files['report']}")
+    for failure in result.failures:
+        click.echo(
+            f"failed: {failure['method']} on {failure['dataset']}: {failure['error']}", err=True
+        )
+    if result.failed:
+        sys.exit(EXIT_PARTIAL)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from leanxai.core.errors import InputError
 from leanxai.core.hooks import eval_mode
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
-from leanxai.explainers.base import Explainer, check_images
+from leanxai.explainers.base import Explainer, Explanation, check_images
 
 __all__ = [
     "Completeness",
@@ -35,7 +35,9 @@ __all__ = [
     "deletion_curve",
     "insertion",
     "insertion_curve",
+    "max_relative_change",
     "max_sensitivity",
+    "perturbed_explanations",
     "pixel_order",
 ]
 
@@ -439,6 +441,32 @@ def max_sensitivity(
     Tensor
         ``(B,)`` float32.
     """
+    post = postprocess if postprocess is not None else (lambda h: h)
+    reference, perturbed = perturbed_explanations(explainer, inputs, target, radius, samples, seed)
+    return max_relative_change(post(reference.heatmap), [post(h) for h in perturbed])
+
+
+def perturbed_explanations(
+    explainer: Explainer,
+    inputs: Tensor,
+    target: Target = None,
+    radius: float = 0.02,
+    samples: int = 10,
+    seed: int = 0,
+) -> tuple[Explanation, list[Tensor]]:
+    """The explanation of ``inputs`` and the heatmaps of ``samples`` noisy copies.
+
+    The pieces of :func:`max_sensitivity`, for callers that compare several post-processings
+    (thresholds) of the same explanations without explaining again. The noisy copies are
+    explained for the class of the unperturbed explanation.
+
+    Returns
+    -------
+    reference : Explanation
+        The explanation of ``inputs``.
+    heatmaps : list of Tensor
+        ``samples`` heatmaps ``(B, H, W)``.
+    """
     if not hasattr(explainer, "explain"):
         raise TypeError(f"explainer must have an explain() method, got {type(explainer).__name__}")
     inputs = check_images(inputs)
@@ -447,22 +475,29 @@ def max_sensitivity(
         raise ValueError(f"radius must be a number >= 0, got {radius!r}")
     if not math.isfinite(radius):
         raise ValueError(f"radius must be finite, got {radius!r}")
-    post = postprocess if postprocess is not None else (lambda h: h)
-
     reference = explainer.explain(inputs, target)
-    resolved = reference.target
-    base = post(reference.heatmap).float().flatten(1)  # (B, HW)
-    base_norm = base.norm(dim=1)
     generator = torch.Generator().manual_seed(seed)
-    worst = torch.zeros(len(inputs), device=base.device)
+    heatmaps = []
     for _ in range(samples):
         noise = torch.rand(inputs.shape, generator=generator, dtype=torch.float64)
         noise = ((2 * noise - 1) * radius).to(inputs.device, inputs.dtype)
-        heatmap = post(explainer.explain(inputs + noise, resolved).heatmap).float().flatten(1)
-        change = (heatmap - base).norm(dim=1)
+        heatmaps.append(explainer.explain(inputs + noise, reference.target).heatmap)
+    return reference, heatmaps
+
+
+def max_relative_change(base: Tensor, perturbed: list[Tensor]) -> Tensor:
+    """``max_i ||perturbed_i - base|| / ||base||`` per map, Frobenius norm, ``(B,)`` float32.
+
+    An all-zero ``base`` gives 0 where the perturbed map is also zero, else ``inf``.
+    """
+    flat = base.float().flatten(1)  # (B, HW)
+    norm = flat.norm(dim=1)
+    worst = torch.zeros(len(flat), device=flat.device)
+    for heatmap in perturbed:
+        change = (heatmap.float().flatten(1) - flat).norm(dim=1)
         ratio = torch.where(
-            base_norm > 0,
-            change / base_norm.clamp_min(torch.finfo(torch.float32).tiny),
+            norm > 0,
+            change / norm.clamp_min(torch.finfo(torch.float32).tiny),
             torch.where(change > 0, torch.inf, 0.0),
         )
         worst = torch.maximum(worst, ratio)
