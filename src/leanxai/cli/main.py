@@ -358,9 +358,13 @@ def benchmark(
         changes["method_options"] = _parse_settings(settings)
         config = BenchmarkConfig.quick(**changes) if quick else BenchmarkConfig(**changes)
         config.check()
-        unknown = set(config.method_options) - set(config.methods)
+        known = set(config.methods) | set(_EXPLAIN_METHODS)
+        unknown = set(config.method_options) - known
         if unknown:
-            raise click.BadParameter(f"--set names method(s) not run: {sorted(unknown)}")
+            raise click.BadParameter(f"--set names unknown method(s) {sorted(unknown)}")
+        idle = set(config.method_options) - set(config.methods)
+        if idle:
+            click.echo(f"note: --set for method(s) not run, ignored: {sorted(idle)}", err=True)
         result = run_benchmark(config, out_dir, overwrite=overwrite, cache_dir=cache_dir)
     except (LeanXAIError, ValueError, click.BadParameter) as error:
         fail(str(error).splitlines()[0])
