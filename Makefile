@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gradcam_speed.py
+	$(BIN)/python benchmarks/methods.py
 
 clean:
 	rm -rf $(VENV) leanxai-demo

@@ -160,13 +160,13 @@ class BenchmarkConfig:
     @classmethod
     def quick(cls, **changes: Any) -> BenchmarkConfig:
         """A run that finishes in about a minute on two CPU cores: one data set, 8 images,
-        16 curve steps, max-sensitivity on 4 images with 2 draws. Method settings are the
+        16 curve steps, max-sensitivity on 2 images with 2 draws. Method settings are the
         defaults, so cost ratios are those of the full run."""
         quick = cls(
             datasets=("shapes",),
             n=8,
             steps=16,
-            sensitivity_n=4,
+            sensitivity_n=2,
             sensitivity_samples=2,
         )
         return replace(quick, **changes)
