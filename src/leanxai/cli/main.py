@@ -294,7 +294,7 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
     default=None,
     help="comma-separated specs (default: none, top:1, top:5, top:10, top:20, dynamic, mass:0.8)",
 )
-@click.option("--datasets", default=None, help="comma-separated: shapes, shapes-hard, mnist")
+@click.option("--datasets", default=None, help="comma-separated: shapes, mnist")
 @click.option(
     "--n",
     "count",
