@@ -1,29 +1,45 @@
 """Synthetic shapes on cluttered backgrounds, with the object's exact pixel mask.
 
-Each image holds one object, a circle, square, triangle or cross, at a random position, scale,
-rotation and colour, over a smooth colour gradient with thin lines and soft blobs as distractors
-and gaussian pixel noise. The object's size (the diameter of a circle, the side of a square or a
-triangle, the span of a cross) is 20-40 % of the image side. Its colour is drawn independently of
-the class, redrawn while closer than 0.4 (RGB distance) to the gradient beneath it, so the label
-can only be learnt from the shape. The mask is the set of pixels the object covers: distractors
-are drawn under the object, never over it, so every mask pixel shows the object.
+Each image holds one labelled object (the target), a circle, square, triangle or cross, at a random
+position, scale, rotation and colour, over a smooth colour gradient with thin lines and soft blobs
+as distractors and gaussian pixel noise. The object's size (the diameter of a circle, the side of a
+square or a triangle, the span of a cross) is 20-40 % of the image side. Its colour is drawn
+independently of the class, redrawn while closer than 0.4 (RGB distance) to the gradient beneath
+it, so the label can only be learnt from the shape. The mask is the set of pixels where the target
+is visible: clutter and extra objects are drawn under the target, never over it, and only the
+occluder (``occlusion > 0``) is drawn over it, so every mask pixel shows the target.
+
+Difficulty knobs, all optional, each off by default, so the defaults give the original recipe bit
+for bit:
+
+- ``texture``: a high-frequency grey plaid (two sinusoid gratings) added over the whole image,
+  background and objects alike, with that peak amplitude;
+- ``contrast``: scales every object's colour difference from the mean gradient beneath it;
+- ``occlusion``: a bar in a random colour drawn over the target, hiding a fraction of it drawn
+  uniformly in ``[0, occlusion)``; the mask is what stays visible;
+- ``objects``: extra, smaller objects of other classes than the target, placed apart from it when
+  there is room;
+- ``difficulty``: a preset for all the knobs above and ``clutter`` and ``noise``
+  (:data:`DIFFICULTY_PRESETS`).
 
 Generation is vectorised over images and split into knobs, one function each, applied in order:
-background, object geometry, object colour, clutter, painting the object, noise. Each knob draws
-from its own random stream, derived from the seed and the knob's name, so adding a knob later (or
-changing another knob's setting) leaves the others' draws unchanged.
+background, object geometry, object colour (and contrast), extra objects' geometry and colour,
+clutter, painting the extra objects, painting the target, the occluder, texture, noise. Each knob
+draws from its own random stream, derived from the seed and the knob's name, so adding a knob
+later (or changing another knob's setting) leaves the others' draws unchanged.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
-__all__ = ["CLASSES", "ShapesData", "make_shapes"]
+__all__ = ["CLASSES", "DIFFICULTY_PRESETS", "ShapesData", "make_shapes"]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 """Class names, in label order."""
@@ -43,6 +59,57 @@ _MIN_CONTRAST = 0.4
 # Largest number of lines and of blobs per image, reached at clutter=1.
 _MAX_LINES = 4
 _MAX_BLOBS = 4
+
+# Extra objects (distractors) are smaller than any target, so "the largest object" names the label.
+_MIN_DISTRACTOR_SIZE = 0.1
+_MAX_DISTRACTOR_SIZE = 0.18
+_MAX_OBJECTS = 8
+# Candidate positions tried per distractor when looking for room away from the other objects.
+_PLACEMENT_TRIES = 32
+
+# Texture grating period in pixels at size 64 (scaled up with larger images, never down).
+_MIN_PERIOD = 2.5
+_MAX_PERIOD = 5.0
+
+_DEFAULT_KNOBS: Mapping[str, float | int] = MappingProxyType(
+    {"clutter": 0.5, "noise": 0.05, "texture": 0.0, "contrast": 1.0, "occlusion": 0.0, "objects": 1}
+)
+
+DIFFICULTY_PRESETS: Mapping[str, Mapping[str, float | int]] = MappingProxyType(
+    {
+        "easy": MappingProxyType(
+            {
+                "clutter": 0.0,
+                "noise": 0.02,
+                "texture": 0.0,
+                "contrast": 1.0,
+                "occlusion": 0.0,
+                "objects": 1,
+            }
+        ),
+        "medium": MappingProxyType(
+            {
+                "clutter": 0.5,
+                "noise": 0.05,
+                "texture": 0.1,
+                "contrast": 0.7,
+                "occlusion": 0.25,
+                "objects": 2,
+            }
+        ),
+        "hard": MappingProxyType(
+            {
+                "clutter": 1.0,
+                "noise": 0.1,
+                "texture": 0.2,
+                "contrast": 0.4,
+                "occlusion": 0.5,
+                "objects": 3,
+            }
+        ),
+    }
+)
+"""Knob settings of each ``difficulty`` preset of :func:`make_shapes`."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +141,14 @@ def make_shapes(
     n: int,
     size: int = 64,
     seed: int = 0,
-    clutter: float = 0.5,
-    noise: float = 0.05,
+    clutter: float | None = None,
+    noise: float | None = None,
+    *,
+    texture: float | None = None,
+    contrast: float | None = None,
+    occlusion: float | None = None,
+    objects: int | None = None,
+    difficulty: str | None = None,
 ) -> ShapesData:
     """Generate ``n`` images of shapes on cluttered backgrounds, with object masks.
 
@@ -94,6 +167,45 @@ def make_shapes(
     noise : float, default 0.05
         Standard deviation of the gaussian pixel noise, added last; the result is clipped to
         ``[0, 1]``.
+    texture : float, default 0.0
+        Peak amplitude in ``[0, 1]`` of a grey plaid added to every pixel, background and objects
+        alike: the sum of two sinusoid gratings with periods of 2.5-5 pixels (scaled with
+        ``size / 64`` above 64), random orientations and phases. It adds high-frequency edges
+        everywhere without telling the object apart.
+    contrast : float, default 1.0
+        In ``(0, 1]``: each object's colour is moved towards the mean gradient beneath it,
+        ``background + contrast * (colour - background)``, so the colour difference (at least
+        0.4 at ``contrast=1``) shrinks to at least ``0.4 * contrast``. Applies to extra objects
+        too.
+    occlusion : float, default 0.0
+        In ``[0, 1)``: the largest fraction of the target an occluder may hide. When positive,
+        every image gets a straight bar in a random colour (at least 0.4 from the target's
+        colour), drawn over the target across a random direction; it hides a fraction of the
+        target's pixels drawn uniformly in ``[0, occlusion)``, rounded down to whole pixels (no
+        bar is drawn when that is zero). The returned mask is the visible part of the target,
+        never empty.
+    objects : int, default 1
+        Number of objects per image, 1 to 8. The extra ``objects - 1`` are distractors, each of
+        a class other than the target's (drawn uniformly among the other three; two
+        distractors may share a class) and smaller than any target, 10-18 % of the image side
+        against 20-40 %, so the label stays well defined: it is the class of the largest object.
+        They are placed at least a pixel away from the target (and from each other) when a
+        random search of 32 positions finds room, else at the position that overlaps least;
+        the target is painted over them. The mask is the target's alone.
+    difficulty : {"easy", "medium", "hard"}, optional
+        A preset for ``clutter``, ``noise``, ``texture``, ``contrast``, ``occlusion`` and
+        ``objects`` (table below). An argument given explicitly (not ``None``) overrides the
+        preset; without a preset, a ``None`` argument takes the default listed above, which
+        reproduces the original data bit for bit.
+
+        ==========  =======  =====  =======  ========  =========  =======
+        difficulty  clutter  noise  texture  contrast  occlusion  objects
+        ==========  =======  =====  =======  ========  =========  =======
+        (none)      0.5      0.05   0.0      1.0       0.0        1
+        easy        0.0      0.02   0.0      1.0       0.0        1
+        medium      0.5      0.05   0.1      0.7       0.25       2
+        hard        1.0      0.1    0.2      0.4       0.5        3
+        ==========  =======  =====  =======  ========  =========  =======
 
     Returns
     -------
@@ -103,7 +215,7 @@ def make_shapes(
     Raises
     ------
     ValueError
-        If an argument is out of range.
+        If an argument is out of range, or ``difficulty`` is not a preset's name.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
@@ -111,16 +223,53 @@ def make_shapes(
         raise ValueError(f"size must be an int >= 16, got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if difficulty is None:
+        preset = _DEFAULT_KNOBS
+    elif isinstance(difficulty, str) and difficulty in DIFFICULTY_PRESETS:
+        preset = DIFFICULTY_PRESETS[difficulty]
+    else:
+        raise ValueError(
+            f"difficulty must be None or one of {sorted(DIFFICULTY_PRESETS)}, got {difficulty!r}"
+        )
+    clutter = _real("clutter", preset["clutter"] if clutter is None else clutter)
+    noise = _real("noise", preset["noise"] if noise is None else noise)
+    texture = _real("texture", preset["texture"] if texture is None else texture)
+    contrast = _real("contrast", preset["contrast"] if contrast is None else contrast)
+    occlusion = _real("occlusion", preset["occlusion"] if occlusion is None else occlusion)
+    count = preset["objects"] if objects is None else objects
     if not 0.0 <= clutter <= 1.0:
         raise ValueError(f"clutter must be in [0, 1], got {clutter!r}")
     if not noise >= 0.0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
+    if not 0.0 <= texture <= 1.0:
+        raise ValueError(f"texture must be in [0, 1], got {texture!r}")
+    if not 0.0 < contrast <= 1.0:
+        raise ValueError(f"contrast must be in (0, 1], got {contrast!r}")
+    if not 0.0 <= occlusion < 1.0:
+        raise ValueError(f"occlusion must be in [0, 1), got {occlusion!r}")
+    if (
+        isinstance(count, bool)
+        or not isinstance(count, (int, np.integer))
+        or not 1 <= count <= _MAX_OBJECTS
+    ):
+        raise ValueError(f"objects must be an int in [1, {_MAX_OBJECTS}], got {count!r}")
+    objects = int(count)
 
     labels = np.arange(n) % len(CLASSES)
     _stream(seed, "labels").shuffle(labels)
 
     rngs = {
-        name: _stream(seed, name) for name in ("background", "clutter", "object", "colour", "noise")
+        name: _stream(seed, name)
+        for name in (
+            "background",
+            "clutter",
+            "object",
+            "colour",
+            "noise",
+            "texture",
+            "occlusion",
+            "objects",
+        )
     }
     images = np.empty((n, 3, size, size), dtype=np.float32)
     masks = np.empty((n, size, size), dtype=bool)
@@ -131,8 +280,20 @@ def make_shapes(
         mask = _object_masks(rngs["object"], labels[start:stop], grid)  # (B, S, S)
         # The colour contrasts with the gradient under the object; clutter does not change it.
         colour = _object_colours(rngs["colour"], chunk, mask)  # (B, 3)
+        # Every new knob is skipped at its default, so the default recipe stays bit for bit.
+        if contrast != 1.0:
+            colour = _reduce_contrast(chunk, mask, colour, contrast)
+        extra_masks, extra_colours = _distractors(
+            rngs["objects"], chunk, mask, labels[start:stop], grid, objects - 1, contrast
+        )  # (B, D, S, S), (B, D, 3)
         _draw_clutter(rngs["clutter"], chunk, grid, clutter)
+        for k in range(objects - 1):
+            _paint(chunk, extra_masks[:, k], extra_colours[:, k])
         _paint(chunk, mask, colour)
+        if occlusion > 0.0:
+            mask = _occlude(rngs["occlusion"], chunk, mask, colour, grid, occlusion)
+        if texture > 0.0:
+            _add_texture(rngs["texture"], chunk, grid, texture)
         _add_noise(rngs["noise"], chunk, noise)
         masks[start:stop] = mask
 
@@ -146,6 +307,12 @@ def make_shapes(
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(value)
 
 
 def _stream(seed: int, name: str) -> np.random.Generator:
@@ -253,13 +420,27 @@ def _object_masks(
 ) -> np.ndarray:
     """Boolean masks ``(B, S, S)`` of one shape per image, fully inside the image."""
     count = int(labels.shape[0])
-    y, x = grid
-    size = y.shape[-1]
+    size = grid[0].shape[-1]
     radius = rng.uniform(_MIN_SIZE, _MAX_SIZE, size=count) * size / 2
     margin = np.sqrt(2.0) * radius + 1.0  # a square's corner is the farthest point
     cy = rng.uniform(margin, size - margin)
     cx = rng.uniform(margin, size - margin)
     angle = rng.uniform(0.0, 2.0 * np.pi, size=count)
+    return _render_shapes(labels, cy, cx, radius, angle, grid)
+
+
+def _render_shapes(
+    labels: np.ndarray,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    radius: np.ndarray,
+    angle: np.ndarray,
+    grid: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Boolean masks ``(B, S, S)`` of shapes with the given centres, half sizes and angles."""
+    count = int(labels.shape[0])
+    y, x = grid
+    size = y.shape[-1]
     # Rotated coordinates in units of half the object size.
     cos, sin, r = _col(np.cos(angle)), _col(np.sin(angle)), _col(radius)
     ry, rx = y - _col(cy), x - _col(cx)
@@ -318,6 +499,173 @@ def _object_colours(rng: np.random.Generator, images: np.ndarray, masks: np.ndar
 def _paint(images: np.ndarray, masks: np.ndarray, colours: np.ndarray) -> None:
     """Fill each mask with its colour, in place."""
     images[:] = np.where(masks[:, None], colours[:, :, None, None], images)
+
+
+def _mean_under(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Mean colour ``(B, 3)`` of ``images`` ``(B, 3, S, S)`` over ``masks`` ``(B, S, S)``."""
+    area = masks.sum(axis=(1, 2)).clip(min=1)[:, None]  # (B, 1)
+    return np.einsum("bchw,bhw->bc", images, masks.astype(np.float32)) / area  # (B, 3)
+
+
+def _reduce_contrast(
+    images: np.ndarray, masks: np.ndarray, colours: np.ndarray, contrast: float
+) -> np.ndarray:
+    """Move each colour ``(B, 3)`` towards the mean background under its mask."""
+    background = _mean_under(images, masks)
+    scaled = background + np.float32(contrast) * (colours - background)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
+def _distractors(
+    rng: np.random.Generator,
+    images: np.ndarray,
+    target: np.ndarray,
+    labels: np.ndarray,
+    grid: tuple[np.ndarray, np.ndarray],
+    extra: int,
+    contrast: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks ``(B, D, S, S)`` and colours ``(B, D, 3)`` of ``D = extra`` smaller objects.
+
+    Each is of a class other than the target's, and placed where its bounding circle keeps a
+    pixel away from the target's and from the earlier distractors' when one of
+    ``_PLACEMENT_TRIES`` random positions allows it, else where the clearance is largest.
+    Colours are drawn like the target's, against the gradient under each distractor.
+    """
+    count, size = int(images.shape[0]), int(images.shape[-1])
+    if extra == 0:
+        return (
+            np.zeros((count, 0, size, size), dtype=bool),
+            np.zeros((count, 0, 3), dtype=np.float32),
+        )
+    y, x = grid
+    # The target's bounding circle, measured on its mask so it fits any shape.
+    area = target.sum(axis=(1, 2)).clip(min=1)  # (B,)
+    ty = (target * y).sum(axis=(1, 2)) / area
+    tx = (target * x).sum(axis=(1, 2)) / area
+    dist = np.hypot(y - _col(ty), x - _col(tx))
+    target_radius = np.where(target, dist, 0.0).max(axis=(1, 2)) + 0.5  # (B,)
+
+    # Everything is drawn up front, for every slot, so the stream does not depend on outcomes.
+    classes = (labels[:, None] + rng.integers(1, len(CLASSES), size=(count, extra))) % len(CLASSES)
+    radius = rng.uniform(_MIN_DISTRACTOR_SIZE, _MAX_DISTRACTOR_SIZE, size=(count, extra)) * (
+        size / 2
+    )
+    angle = rng.uniform(0.0, 2.0 * np.pi, size=(count, extra))
+    margin = np.sqrt(2.0) * radius + 1.0  # (B, D), as for the target
+    spots = rng.uniform(0.0, 1.0, size=(count, extra, _PLACEMENT_TRIES, 2))
+    spots = margin[:, :, None, None] + spots * (size - 2 * margin)[:, :, None, None]
+
+    centres = np.empty((count, extra, 2))
+    placed_radius = np.sqrt(2.0) * radius  # bounding circles of the distractors
+    masks = np.empty((count, extra, size, size), dtype=bool)
+    colours = np.empty((count, extra, 3), dtype=np.float32)
+    rows = np.arange(count)
+    for k in range(extra):
+        cand = spots[:, k]  # (B, T, 2)
+        clearance = (
+            np.hypot(cand[..., 0] - ty[:, None], cand[..., 1] - tx[:, None])
+            - target_radius[:, None]
+            - placed_radius[:, k, None]
+        )  # (B, T)
+        for j in range(k):
+            gap = (
+                np.hypot(
+                    cand[..., 0] - centres[:, j, 0, None], cand[..., 1] - centres[:, j, 1, None]
+                )
+                - placed_radius[:, j, None]
+                - placed_radius[:, k, None]
+            )
+            clearance = np.minimum(clearance, gap)
+        fits = clearance >= 1.0
+        choice = np.where(fits.any(axis=1), fits.argmax(axis=1), clearance.argmax(axis=1))
+        centres[:, k] = cand[rows, choice]
+        masks[:, k] = _render_shapes(
+            classes[:, k], centres[:, k, 0], centres[:, k, 1], radius[:, k], angle[:, k], grid
+        )
+        colours[:, k] = _object_colours(rng, images, masks[:, k])
+        if contrast != 1.0:
+            colours[:, k] = _reduce_contrast(images, masks[:, k], colours[:, k], contrast)
+    return masks, colours
+
+
+def _occlude(
+    rng: np.random.Generator,
+    images: np.ndarray,
+    masks: np.ndarray,
+    colours: np.ndarray,
+    grid: tuple[np.ndarray, np.ndarray],
+    occlusion: float,
+) -> np.ndarray:
+    """Draw a bar over each object, in place, and return the visible masks ``(B, S, S)``.
+
+    The bar runs across a random direction. Along that direction it covers a run of consecutive
+    object pixels (ranked by their projection) of length ``floor(fraction * area)``, with
+    ``fraction`` uniform in ``[0, occlusion)``, at a random place in the object; across it, it
+    spans the object and reaches 10-50 % of the object's extent beyond it on each side.
+    """
+    count = int(images.shape[0])
+    y, x = grid
+    fraction = rng.uniform(0.0, occlusion, size=count)
+    angle = rng.uniform(0.0, np.pi, size=count)
+    place = rng.uniform(0.0, 1.0, size=count)
+    overhang = rng.uniform(0.1, 0.5, size=(count, 2))
+    bar_colours = _random_colours(rng, count)
+    for _ in range(8):
+        close = np.linalg.norm(bar_colours - colours, axis=1) < _MIN_CONTRAST
+        redraw = _random_colours(rng, count)
+        bar_colours[close] = redraw[close]
+    close = np.linalg.norm(bar_colours - colours, axis=1) < _MIN_CONTRAST
+    bar_colours[close] = (colours[close] < 0.5).astype(np.float32)
+
+    cos, sin = _col(np.cos(angle)), _col(np.sin(angle))
+    along = x * cos + y * sin  # (B, S, S)
+    across = -x * sin + y * cos
+    visible = masks.copy()
+    for i in range(count):
+        values = np.sort(along[i][masks[i]])
+        area = int(values.shape[0])
+        covered = int(np.floor(fraction[i] * area))
+        if covered == 0:
+            continue
+        first = int(np.floor(place[i] * (area - covered + 1)))
+        first = min(first, area - covered)
+        low, high = values[first], values[first + covered - 1]
+        spread = across[i][masks[i]]
+        lo, hi = float(spread.min()), float(spread.max())
+        extent = hi - lo
+        bar = (
+            (along[i] >= low)
+            & (along[i] <= high)
+            & (across[i] >= lo - overhang[i, 0] * extent)
+            & (across[i] <= hi + overhang[i, 1] * extent)
+        )
+        left = masks[i] & ~bar
+        if not left.any():  # only ties in the projection could do this; keep the object whole
+            continue
+        images[i][:, bar] = bar_colours[i][:, None]
+        visible[i] = left
+    return visible
+
+
+def _add_texture(
+    rng: np.random.Generator,
+    images: np.ndarray,
+    grid: tuple[np.ndarray, np.ndarray],
+    amplitude: float,
+) -> None:
+    """Add a grey plaid of two sinusoid gratings with peak ``amplitude``, in place."""
+    count, size = int(images.shape[0]), int(images.shape[-1])
+    y, x = grid
+    period = rng.uniform(_MIN_PERIOD, _MAX_PERIOD, size=(count, 2)) * max(1.0, size / 64.0)
+    angle = rng.uniform(0.0, np.pi, size=(count, 2))
+    phase = rng.uniform(0.0, 2.0 * np.pi, size=(count, 2))
+    plaid = np.zeros((count, size, size), dtype=np.float32)
+    for k in range(2):
+        freq = 2.0 * np.pi / period[:, k]
+        proj = x * _col(np.cos(angle[:, k]) * freq) + y * _col(np.sin(angle[:, k]) * freq)
+        plaid += np.sin(proj + _col(phase[:, k]))
+    images += (np.float32(amplitude / 2.0) * plaid)[:, None]
 
 
 def _add_noise(rng: np.random.Generator, images: np.ndarray, noise: float) -> None:
