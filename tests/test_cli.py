@@ -367,3 +367,52 @@ def test_demo_writes_its_report(tmp_path, monkeypatch):
     assert all(0 <= float(r["iou"]) <= 1 for r in rows)
     assert run("demo", "--out", str(out), "--images", "3").exit_code == 1  # no silent overwrite
     assert run("demo", "--out", str(out), "--images", "3", "--overwrite").exit_code == 0
+
+
+@pytest.mark.parametrize("method", ["occlusion", "guided_backprop", "ig"])
+def test_explain_with_a_baseline(tmp_path, weights, image_dir, method):
+    out = tmp_path / "out"
+    result = run(
+        "explain",
+        str(image_dir / "rgb.png"),
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--size",
+        "32",
+        "--method",
+        method,
+        "--threshold",
+        "top:10",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    heatmap = np.load(out / "rgb.npy")
+    assert heatmap.shape == (32, 32) and 0.0 <= heatmap.min() and heatmap.max() == 1.0
+    with open(out / "summary.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["status"] == "ok" and row["layer"] == ""
+
+
+def test_layer_is_for_cam_methods_only(tmp_path, weights, image_dir):
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            str(image_dir / "rgb.png"),
+            "--model",
+            SPEC,
+            "--weights",
+            str(weights),
+            "--method",
+            "lime",
+            "--layer",
+            "features",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "--layer applies to gradcam" in result.output
