@@ -189,8 +189,10 @@ def test_explain_function_and_method_names():
     b = leanxai.explain(model, x, method="Grad-CAM++")
     assert a.method == "gradcam" and b.method == "gradcam++"
     assert torch.allclose(a.cam, GradCAM(model).explain(x).cam)
-    with pytest.raises(ValueError, match="method 'lime'"):
-        leanxai.explain(model, x, method="lime")
+    with pytest.raises(ValueError, match="method 'limey'"):
+        leanxai.explain(model, x, method="limey")
+    # The baselines are reachable by name too.
+    assert leanxai.explain(model, x, method="guided_backprop").method == "guided_backprop"
 
 
 def test_float64_and_frozen_parameters():
