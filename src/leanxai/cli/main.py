@@ -17,6 +17,7 @@ import click
 import torch
 
 from leanxai.core.errors import InputError, LeanXAIError
+from leanxai.evaluate.benchmark import DEFAULT_METHODS
 
 EXIT_FAILED = 1
 EXIT_PARTIAL = 2
@@ -48,16 +49,7 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
     return numbers[0], numbers[1]
 
 
-_EXPLAIN_METHODS = (
-    "gradcam",
-    "gradcam++",
-    "rise",
-    "lime",
-    "kernelshap",
-    "ig",
-    "occlusion",
-    "guided_backprop",
-)
+_EXPLAIN_METHODS = DEFAULT_METHODS
 
 
 def _output_names(files: list[Path]) -> list[str]:
