@@ -1,0 +1,164 @@
+"""The tier router: from an input's complexity features to the smallest tier that suffices.
+
+Labels come from real model behaviour: for a training input, the smallest tier whose prediction is
+correct (HEAVY when none is). :class:`TierRouter` learns them with scikit-learn and answers, for
+each tier ``t``, the probability that ``t`` suffices, ``P(label <= t)``. Its cost-aware operating
+point picks the smallest tier whose probability of sufficing is at least ``tau``: a higher ``tau``
+buys accuracy with FLOPs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["TIERS", "TierRouter", "smallest_correct_tier"]
+
+TIERS: tuple[str, ...] = ("TINY", "LIGHT", "MEDIUM", "HEAVY")
+"""Tier names, smallest first; tier ``i`` is label ``i``."""
+
+
+def smallest_correct_tier(correct: np.ndarray) -> np.ndarray:
+    """Label per input: the first tier whose prediction is correct, the last tier when none is.
+
+    Parameters
+    ----------
+    correct
+        ``(N, T)`` booleans, tier ``t`` right on input ``n``, tiers smallest first.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64 in ``[0, T)``.
+    """
+    correct = np.asarray(correct, dtype=bool)
+    if correct.ndim != 2 or correct.shape[1] < 1:
+        raise ValueError(f"correct must have shape (N, T), got {correct.shape}")
+    tiers = correct.shape[1]
+    return np.where(correct.any(axis=1), correct.argmax(axis=1), tiers - 1).astype(np.int64)
+
+
+def _check_tau(tau: object, name: str = "tau") -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)):
+        raise ValueError(f"{name} must be a number in [0, 1], got {tau!r}")
+    value = float(tau)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {tau!r}")
+    return value
+
+
+class TierRouter(ClassifierMixin, BaseEstimator):
+    """Predict the smallest sufficient tier from the seven complexity features.
+
+    Follows the scikit-learn estimator contract: parameters only in ``__init__``, ``fit``
+    returns ``self``, fitted attributes end in ``_``; works with :func:`sklearn.base.clone`.
+
+    Parameters
+    ----------
+    estimator
+        The classifier that learns the labels; ``None`` for a gradient-boosted tree ensemble
+        (:class:`sklearn.ensemble.HistGradientBoostingClassifier`, ``max_iter=200``,
+        ``learning_rate=0.05``). Any estimator with ``predict_proba`` works.
+    tau
+        The operating point: route to the smallest tier whose probability of sufficing is at
+        least ``tau``, in ``[0, 1]``. ``tau = 0`` always picks the smallest tier, ``tau = 1``
+        the largest unless a smaller one is certain.
+    n_tiers
+        Number of tiers (4: TINY, LIGHT, MEDIUM, HEAVY).
+    random_state
+        Seed of the default estimator.
+
+    Attributes
+    ----------
+    estimator_
+        The fitted classifier.
+    classes_
+        ``arange(n_tiers)``: every tier, also those absent from the training labels.
+    n_features_in_
+        Number of features seen in ``fit``.
+    """
+
+    def __init__(
+        self,
+        estimator: Any = None,
+        tau: float = 0.9,
+        n_tiers: int = len(TIERS),
+        random_state: int | None = 0,
+    ) -> None:
+        self.estimator = estimator
+        self.tau = tau
+        self.n_tiers = n_tiers
+        self.random_state = random_state
+
+    def _default_estimator(self) -> Any:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.05, random_state=self.random_state
+        )
+
+    def fit(self, X: Any, y: Any) -> TierRouter:
+        """Learn tier labels ``y`` (``(N,)`` ints in ``[0, n_tiers)``) from features ``X``."""
+        _check_tau(self.tau)
+        if isinstance(self.n_tiers, bool) or not isinstance(self.n_tiers, int) or self.n_tiers < 2:
+            raise ValueError(f"n_tiers must be an int >= 2, got {self.n_tiers!r}")
+        features = self._features(X, fitting=True)
+        labels = np.asarray(y)
+        if labels.ndim != 1 or len(labels) != len(features):
+            raise ValueError(
+                f"y must have one label per row of X ({len(features)}), got shape {labels.shape}"
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"y must be integer tier labels, got dtype {labels.dtype}")
+        if labels.min() < 0 or labels.max() >= self.n_tiers:
+            raise ValueError(f"tier labels must be in [0, {self.n_tiers}), got {labels.min()}..")
+        if len(np.unique(labels)) < 2:
+            raise ValueError("y holds one tier only; the router needs at least two to learn")
+        estimator = self._default_estimator() if self.estimator is None else clone(self.estimator)
+        self.estimator_ = estimator.fit(features, labels)
+        self.classes_ = np.arange(self.n_tiers)
+        return self
+
+    def _features(self, X: Any, fitting: bool = False) -> np.ndarray:
+        features = np.asarray(X, dtype=np.float64)
+        if features.ndim != 2:
+            raise ValueError(f"X must have shape (N, n_features), got {features.shape}")
+        if not np.isfinite(features).all():
+            raise ValueError("X contains NaN or infinite values")
+        if fitting:
+            self.n_features_in_ = features.shape[1]
+        elif features.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {features.shape[1]} features, the router was fitted on "
+                f"{self.n_features_in_}"
+            )
+        return features
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``(N, n_tiers)`` probability that each tier is the smallest sufficient one."""
+        check_is_fitted(self, "estimator_")
+        raw = self.estimator_.predict_proba(self._features(X))
+        full = np.zeros((len(raw), self.n_tiers))
+        full[:, np.asarray(self.estimator_.classes_, dtype=np.int64)] = raw
+        return full
+
+    def sufficiency(self, X: Any) -> np.ndarray:
+        """``(N, n_tiers)`` probability that each tier suffices: ``P(label <= t)``,
+        non-decreasing in ``t``, 1 for the last tier."""
+        cumulative = np.cumsum(self.predict_proba(X), axis=1)
+        cumulative[:, -1] = 1.0
+        return np.clip(cumulative, 0.0, 1.0)
+
+    def route(self, X: Any, tau: float | None = None) -> np.ndarray:
+        """``(N,)`` the smallest tier whose probability of sufficing is at least ``tau``
+        (default: the router's ``tau``)."""
+        threshold = _check_tau(self.tau if tau is None else tau)
+        enough = self.sufficiency(X) >= threshold - 1e-12
+        return enough.argmax(axis=1).astype(np.int64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The routed tier at the router's ``tau`` (see :meth:`route`)."""
+        return self.route(X)
