@@ -1,4 +1,5 @@
-"""Explanation-guided routing: complexity features of a probe's explanation."""
+"""Explanation-guided routing: complexity features of a probe's explanation, and the tier router
+that turns them into the smallest model tier likely to classify an input correctly."""
 
 from leanxai.route.features import (
     FEATURE_NAMES,
@@ -6,5 +7,14 @@ from leanxai.route.features import (
     complexity_features,
     probe_features,
 )
+from leanxai.route.router import TIERS, TierRouter, smallest_correct_tier
 
-__all__ = ["FEATURE_NAMES", "FeatureExtractor", "complexity_features", "probe_features"]
+__all__ = [
+    "FEATURE_NAMES",
+    "TIERS",
+    "FeatureExtractor",
+    "TierRouter",
+    "complexity_features",
+    "probe_features",
+    "smallest_correct_tier",
+]
