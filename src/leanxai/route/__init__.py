@@ -7,14 +7,18 @@ from leanxai.route.features import (
     complexity_features,
     probe_features,
 )
+from leanxai.route.routed import RoutedClassifier, RoutedResult, count_flops
 from leanxai.route.router import TIERS, TierRouter, smallest_correct_tier
 
 __all__ = [
     "FEATURE_NAMES",
     "TIERS",
     "FeatureExtractor",
+    "RoutedClassifier",
+    "RoutedResult",
     "TierRouter",
     "complexity_features",
+    "count_flops",
     "probe_features",
     "smallest_correct_tier",
 ]
