@@ -1,0 +1,149 @@
+"""The routing tiers: four CAM-friendly CNNs of growing size and data of varying difficulty."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from leanxai import GradCAM
+from leanxai.zoo import tiers
+from leanxai.zoo.tiers import (
+    CORRUPTIONS,
+    DIFFICULTIES,
+    TIERS,
+    build_tier,
+    corrupted_mnist,
+    load_tiers,
+    mixed_shapes,
+    tier_correct,
+    train_tier,
+)
+
+_RANGES = {
+    "TINY": (5_000, 20_000),
+    "LIGHT": (60_000, 150_000),
+    "MEDIUM": (350_000, 700_000),
+    "HEAVY": (1_500_000, 3_000_000),
+}
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("in_channels", "num_classes", "size"), [(3, 4, 64), (1, 10, 32)])
+def test_parameter_counts_grow_within_ranges(in_channels: int, num_classes: int, size: int) -> None:
+    counts = []
+    for tier in TIERS:
+        model = build_tier(tier, num_classes, in_channels).eval()
+        count = _count(model)
+        low, high = _RANGES[tier]
+        assert low <= count <= high, (tier, count)
+        counts.append(count)
+        with torch.no_grad():
+            out = model(torch.rand(2, in_channels, size, size))
+        assert out.shape == (2, num_classes)
+    assert counts == sorted(counts) and len(set(counts)) == 4
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_every_tier_ends_in_relu_gap_linear(tier: str) -> None:
+    torch.manual_seed(0)
+    model = build_tier(tier, 4, 3).eval()
+    assert isinstance(model.features[-1], nn.ReLU)
+    assert isinstance(model.classifier, nn.Linear)
+    explanation = GradCAM(model).explain(torch.rand(2, 3, 64, 64))
+    assert explanation.path == "forward"
+    assert explanation.heatmap.shape == (2, 64, 64)
+
+
+def test_build_tier_rejects_unknown_tier() -> None:
+    with pytest.raises(ValueError, match="tier"):
+        build_tier("HUGE", 4, 3)
+
+
+def test_mixed_shapes_is_deterministic_and_mixed() -> None:
+    data = mixed_shapes(31, seed=3, size=32)
+    again = mixed_shapes(31, seed=3, size=32)
+    assert data.images.shape == (31, 3, 32, 32) and data.masks.shape == (31, 32, 32)
+    assert data.labels.shape == (31,) and len(data.difficulty) == 31
+    assert torch.equal(data.images, again.images) and data.difficulty == again.difficulty
+    assert sorted(data.difficulty.count(d) for d in DIFFICULTIES) == [10, 10, 11]
+    assert len(set(data.difficulty[:10])) > 1  # shuffled
+    for name, level in zip(data.difficulty, data.severity.tolist(), strict=True):
+        assert level == DIFFICULTIES.index(name) / 2
+    other = mixed_shapes(31, seed=4, size=32)
+    assert not torch.equal(data.images, other.images)
+
+
+def _digits(n: int = 60) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.zeros(n, 1, 32, 32)
+    images[:, :, 8:24, 12:20] = torch.rand(n, 1, 16, 8, generator=generator) * 0.5 + 0.5
+    labels = torch.arange(n) % 10
+    return images, labels, images[:, 0] > 0.5
+
+
+def test_corrupted_mnist_is_deterministic_and_corrupts() -> None:
+    images, labels, masks = _digits()
+    data = corrupted_mnist(images, labels, masks, seed=1)
+    again = corrupted_mnist(images, labels, masks, seed=1)
+    assert torch.equal(data.images, again.images) and data.difficulty == again.difficulty
+    assert data.images.shape == images.shape and data.masks.shape == masks.shape
+    assert float(data.images.min()) >= 0.0 and float(data.images.max()) <= 1.0
+    assert set(data.difficulty) <= set(CORRUPTIONS) and len(set(data.difficulty)) >= 5
+    changed = (data.images - images).abs().flatten(1).amax(1) > 1e-3
+    for i, name in enumerate(data.difficulty):
+        assert bool(changed[i]) == (name != "clean"), name
+        assert (float(data.severity[i]) == 0.0) == (name == "clean")
+    assert torch.equal(data.labels, labels)
+    assert not torch.equal(corrupted_mnist(images, labels, masks, seed=2).images, data.images)
+    # Inputs are left alone.
+    assert torch.equal(images, _digits()[0])
+
+
+def test_train_tier_small_run_reports_accuracy() -> None:
+    model, metadata = train_tier(
+        "mnist", "TINY", progress=False, n_train=64, n_held_out=60, epochs=1
+    )
+    assert not model.training
+    assert metadata["n_train"] == 64 and metadata["n_held_out"] == 60
+    assert metadata["parameters"] == _count(model)
+    assert 0.0 <= metadata["held_out_accuracy"] <= 1.0
+    assert set(metadata["held_out_accuracy_by_difficulty"]) <= set(CORRUPTIONS)
+
+
+def test_load_tiers_caches_every_tier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def quick(dataset: str, tier: str, **kwargs: Any) -> Any:
+        calls.append(tier)
+        return train_tier(dataset, tier, n_train=16, n_held_out=8, epochs=1, **kwargs)
+
+    monkeypatch.setattr(tiers, "train_tier", quick)
+    zoo = load_tiers("mnist", tmp_path, progress=False)
+    assert list(zoo) == list(TIERS) and calls == list(TIERS)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 8 and all(n.startswith("tier_mnist_") for n in names)
+    again = load_tiers("mnist", tmp_path, progress=False)
+    assert calls == list(TIERS)  # nothing retrained
+    for tier in TIERS:
+        first, second = zoo[tier][0].state_dict(), again[tier][0].state_dict()
+        assert all(torch.equal(first[k], second[k]) for k in first)
+        assert again[tier][1]["tier"] == tier
+
+
+def test_tier_correct_marks_each_model() -> None:
+    inputs = torch.rand(5, 3)
+    labels = torch.tensor([0, 1, 0, 1, 0])
+    right = nn.Linear(3, 2)
+    nn.init.zeros_(right.weight)
+    with torch.no_grad():
+        right.bias.copy_(torch.tensor([1.0, 0.0]))  # always class 0
+    correct = tier_correct([right], inputs, labels)
+    assert correct.shape == (5, 1)
+    assert correct[:, 0].tolist() == [True, False, True, False, True]
