@@ -180,8 +180,13 @@ def test_explicit_target_and_batch_size_do_not_change_scores():
     a = deletion(model, images, heatmap, target=[2, 1, 0], steps=5, batch_size=1)
     b = deletion(model, images, heatmap, target=[2, 1, 0], steps=5, batch_size=100)
     torch.testing.assert_close(a, b)
-    c = deletion(model, images, heatmap, target=None, steps=5)
-    assert not torch.allclose(a, c) or (model(images).argmax(1) == torch.tensor([2, 1, 0])).all()
+    # The curve follows the class it is given, not the prediction.
+    curve = deletion_curve(model, images, heatmap, target=[2, 1, 0], steps=5)
+    assert curve.target.tolist() == [2, 1, 0]
+    with torch.no_grad():
+        expected = model(images).softmax(1)[torch.arange(3), torch.tensor([2, 1, 0])]
+    torch.testing.assert_close(curve.probabilities[:, 0], expected)
+    torch.testing.assert_close(curve.area, a)
 
 
 def test_blur_matches_scipy_gaussian_filter():
