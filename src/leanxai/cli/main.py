@@ -372,5 +372,10 @@ def benchmark(
         sys.exit(EXIT_PARTIAL)
 
 
+# Subcommand groups in their own modules register themselves on ``main``.
+from leanxai.cli import route as _route  # noqa: E402
+
+del _route
+
 if __name__ == "__main__":
     main()

@@ -25,7 +25,7 @@ from leanxai.explainers.base import check_images
 from leanxai.route.features import FeatureExtractor
 from leanxai.route.router import TIERS, TierRouter
 
-__all__ = ["RoutedClassifier", "RoutedResult", "count_flops"]
+__all__ = ["ConfidenceCascade", "RoutedClassifier", "RoutedResult", "count_flops"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,15 @@ class RoutedResult:
     prediction
         ``(B,)`` int64 class; -1 where the chosen tier failed (see ``errors``).
     tier
-        ``(B,)`` int64 tier index (0 is the probe, TINY).
+        ``(B,)`` int64 index of the tier that gave the prediction (0 is the probe, TINY): the
+        routed tier, or a larger one after escalation.
     confidence
         ``(B,)`` the router's probability that the chosen tier suffices.
     flops
-        ``(B,)`` int64 FLOPs spent on the input: the probe's explanation plus the chosen tier's
-        forward pass (nothing more when the tier is the probe). Steady state: Grad-CAM's
-        one-time check of its forward path, run on the first call, is not charged per input.
+        ``(B,)`` int64 FLOPs spent on the input: the probe's explanation plus the forward pass of
+        every further tier that ran on it (nothing more when the tier is the probe). Steady
+        state: Grad-CAM's one-time check of its forward path, run on the first call, is not
+        charged per input.
     latency_s
         ``(B,)`` seconds: the probe stage's wall time divided by the batch size, plus the chosen
         tier's wall time divided by the number of inputs it ran on.
@@ -51,6 +53,8 @@ class RoutedResult:
         ``(B, 7)`` the complexity features.
     errors
         ``{index: message}`` for inputs whose tier failed.
+    routed
+        ``(B,)`` int64 the tier the router chose, before any escalation.
     """
 
     prediction: np.ndarray
@@ -60,6 +64,7 @@ class RoutedResult:
     latency_s: np.ndarray
     features: np.ndarray
     errors: dict[int, str]
+    routed: np.ndarray | None = None
 
 
 def count_flops(model: nn.Module, inputs: torch.Tensor) -> int:
@@ -67,6 +72,106 @@ def count_flops(model: nn.Module, inputs: torch.Tensor) -> int:
     with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(inputs)
     return int(counter.get_total_flops())
+
+
+def _check_escalate(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise ValueError(f"escalate must be None or a number in [0, 1], got {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"escalate must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+class _Stages:
+    """Runs inputs through tiers from a start tier upwards, escalating the unsure ones.
+
+    Shared by :class:`RoutedClassifier` and :class:`ConfidenceCascade`, so both count FLOPs and
+    time the same way.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        self.models = list(models)
+        self._flops: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._checked = False
+
+    def flops(self, index: int, sample: torch.Tensor) -> int:
+        """Forward FLOPs per input of tier ``index`` (cached per input shape)."""
+        key = (index, tuple(sample.shape))
+        if key not in self._flops:
+            self._flops[key] = count_flops(self.models[index], sample)
+        return self._flops[key]
+
+    def check(self, sample: torch.Tensor, classes: int, first: int) -> None:
+        """Once: every tier from ``first`` on takes the input and returns ``classes`` classes."""
+        if self._checked:
+            return
+        for index in range(first, len(self.models)):
+            name = TIERS[index] if index < len(TIERS) else str(index)
+            try:
+                with eval_mode(self.models[index]), torch.no_grad():
+                    width = logits_of(self.models[index](sample)).shape[1]
+            except Exception as error:
+                raise InputError(f"tier {name} cannot take the input: {error}") from error
+            if width != classes:
+                raise InputError(f"tier {name} returns {width} classes, the probe {classes}")
+        self._checked = True
+
+    def run(
+        self,
+        inputs: torch.Tensor,
+        start: np.ndarray,
+        escalate: float | None,
+        known: dict[int, torch.Tensor],
+        prediction: np.ndarray,
+        flops: np.ndarray,
+        latency: np.ndarray,
+        errors: dict[int, str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fill ``prediction``, ``flops``, ``latency`` and ``errors`` in place.
+
+        ``start[i]`` is input ``i``'s first tier; ``known[t]`` holds ``(B, K)`` logits of tier
+        ``t`` already computed for every input (the probe's), used without cost. With
+        ``escalate``, an input whose top softmax probability at its tier is below it moves on to
+        the next tier, paying for it, until one clears it or the last tier has run.
+
+        Returns the final tier and its top probability per input.
+        """
+        stage = start.copy()
+        top = np.zeros(len(start))
+        last = len(self.models) - 1
+        for index in range(len(self.models)):
+            members = np.flatnonzero(stage == index)
+            if len(members) == 0:
+                continue
+            if index in known:
+                logits = known[index][torch.as_tensor(members, device=inputs.device)]
+            else:
+                subset = inputs[torch.as_tensor(members, device=inputs.device)]
+                model = self.models[index]
+                began = time.perf_counter()
+                try:
+                    with eval_mode(model), torch.no_grad():
+                        logits = logits_of(model(subset))
+                except Exception as error:  # reported per input, never silently replaced
+                    text = str(error).strip().splitlines()
+                    message = f"{type(error).__name__}: {text[0] if text else ''}"
+                    for member in members:
+                        errors[int(member)] = message
+                        prediction[member] = -1
+                    stage[members] = -1
+                    continue
+                latency[members] += (time.perf_counter() - began) / len(members)
+                flops[members] += self.flops(index, subset[:1])
+            probabilities = torch.softmax(logits.detach().float(), dim=1)
+            best, label = probabilities.max(1)
+            prediction[members] = label.cpu().numpy()
+            top[members] = best.cpu().numpy()
+            if escalate is not None and index < last:
+                unsure = members[top[members] < escalate]
+                stage[unsure] = index + 1
+        return stage, top
 
 
 class RoutedClassifier:
@@ -86,6 +191,11 @@ class RoutedClassifier:
         The probe's Grad-CAM layer (default: found).
     tau
         Operating point; default the router's own ``tau``.
+    escalate
+        ``None`` (default) runs only the routed tier. A number in ``[0, 1]`` also uses what a
+        confidence cascade knows: when the routed tier's top softmax probability is below
+        ``escalate``, the next larger tier runs too (and is paid for), and so on until one clears
+        it or the largest has run; the last tier run gives the prediction.
     """
 
     def __init__(
@@ -95,43 +205,30 @@ class RoutedClassifier:
         router: TierRouter,
         layer: str | None = None,
         tau: float | None = None,
+        escalate: float | None = None,
     ) -> None:
         self.probe = probe
         self.tiers = list(tiers)
         self.router = router
         self.tau = tau
+        self.escalate = escalate
         self.extractor = FeatureExtractor(probe, layer=layer)
-        self._flops: dict[tuple[int, tuple[int, ...]], int] = {}
-        self._checked = False
+        self._stages = _Stages([probe, *self.tiers])
+        self._probe_flops: dict[tuple[int, ...], int] = {}
 
-    def _check_tiers(self, sample: torch.Tensor, classes: int) -> None:
-        """Once: every tier takes the probe's input and returns as many classes."""
-        for index, model in enumerate(self.tiers, start=1):
-            name = TIERS[index] if index < len(TIERS) else str(index)
-            try:
-                with eval_mode(model), torch.no_grad():
-                    width = logits_of(model(sample)).shape[1]
-            except Exception as error:
-                raise InputError(f"tier {name} cannot take the probe's input: {error}") from error
-            if width != classes:
-                raise InputError(f"tier {name} returns {width} classes, the probe {classes}")
-        self._checked = True
-
-    def _per_input_flops(self, index: int, sample: torch.Tensor) -> int:
-        """FLOPs per input of stage ``index`` (0: the probe's explanation), cached per shape."""
-        key = (index, tuple(sample.shape))
-        if key not in self._flops:
-            if index == 0:
-                with FlopCounterMode(display=False) as counter:
-                    self.extractor.extract(sample)
-                self._flops[key] = int(counter.get_total_flops())
-            else:
-                self._flops[key] = count_flops(self.tiers[index - 1], sample)
-        return self._flops[key]
+    def _explanation_flops(self, sample: torch.Tensor) -> int:
+        """FLOPs per input of the probe's explanation, cached per shape."""
+        key = tuple(sample.shape)
+        if key not in self._probe_flops:
+            with FlopCounterMode(display=False) as counter:
+                self.extractor.extract(sample)
+            self._probe_flops[key] = int(counter.get_total_flops())
+        return self._probe_flops[key]
 
     def predict(self, inputs: torch.Tensor) -> RoutedResult:
         """Route and classify ``inputs`` ``(B, C, H, W)``."""
         inputs = check_images(inputs)
+        escalate = _check_escalate(self.escalate)
         n_tiers = 1 + len(self.tiers)
         if getattr(self.router, "n_tiers", n_tiers) != n_tiers:
             raise InputError(
@@ -141,47 +238,82 @@ class RoutedClassifier:
         batch = len(inputs)
         start = time.perf_counter()
         features, explanation = self.extractor.extract(inputs)
-        probe_logits = explanation.logits
         decided = features.detach().cpu().double().numpy()
         tier = self.router.route(decided, tau=self.tau)
         confidence = self.router.sufficiency(decided)[np.arange(batch), tier]
         probe_seconds = time.perf_counter() - start
-
-        classes = probe_logits.shape[1]
-        if not self._checked:
-            self._check_tiers(inputs[:1], classes)
+        self._stages.check(inputs[:1], explanation.logits.shape[1], first=1)
         prediction = np.full(batch, -1, dtype=np.int64)
         latency = np.full(batch, probe_seconds / batch)
-        flops = np.full(batch, self._per_input_flops(0, inputs[:1]), dtype=np.int64)
+        flops = np.full(batch, self._explanation_flops(inputs[:1]), dtype=np.int64)
         errors: dict[int, str] = {}
-        chosen = tier == 0
-        prediction[chosen] = probe_logits.argmax(1).cpu().numpy()[chosen]
-        for index in range(1, n_tiers):
-            members = np.flatnonzero(tier == index)
-            if len(members) == 0:
-                continue
-            model = self.tiers[index - 1]
-            subset = inputs[torch.as_tensor(members, device=inputs.device)]
-            began = time.perf_counter()
-            try:
-                with eval_mode(model), torch.no_grad():
-                    logits = logits_of(model(subset))
-            except Exception as error:  # reported per input, never silently replaced
-                text = str(error).strip().splitlines()
-                message = f"{type(error).__name__}: {text[0] if text else ''}"
-                for member in members:
-                    errors[int(member)] = message
-                continue
-            seconds = time.perf_counter() - began
-            prediction[members] = logits.argmax(1).cpu().numpy()
-            latency[members] += seconds / len(members)
-            flops[members] += self._per_input_flops(index, subset[:1])
+        final, _ = self._stages.run(
+            inputs,
+            tier,
+            escalate,
+            {0: explanation.logits},
+            prediction,
+            flops,
+            latency,
+            errors,
+        )
         return RoutedResult(
             prediction=prediction,
-            tier=tier,
+            tier=np.where(final >= 0, final, tier).astype(np.int64),
             confidence=confidence,
             flops=flops,
             latency_s=latency,
             features=decided,
             errors=errors,
+            routed=tier,
+        )
+
+
+class ConfidenceCascade:
+    """The baseline a router must beat: run the smallest tier, escalate while unsure.
+
+    Every input runs on TINY; when its top softmax probability is below ``threshold`` it runs
+    on the next tier too, and so on; the last tier run gives the prediction. Every model that
+    runs is paid for. There is no probe and no explanation.
+
+    Parameters
+    ----------
+    tiers
+        All tiers, smallest first (TINY, LIGHT, MEDIUM, HEAVY).
+    threshold
+        Top-probability threshold in ``[0, 1]``: 0 stops at TINY always, 1 runs every tier.
+    """
+
+    def __init__(self, tiers: Sequence[nn.Module], threshold: float) -> None:
+        self.tiers = list(tiers)
+        self.threshold = threshold
+        self._stages = _Stages(self.tiers)
+
+    def predict(self, inputs: torch.Tensor) -> RoutedResult:
+        """Classify ``inputs`` ``(B, C, H, W)``; ``confidence`` is the last tier's top
+        probability, ``features`` is empty."""
+        inputs = check_images(inputs)
+        threshold = _check_escalate(self.threshold)
+        if threshold is None:
+            raise ValueError("threshold must be a number in [0, 1], got None")
+        if len(self.tiers) < 1:
+            raise ValueError("tiers must hold at least one model")
+        batch = len(inputs)
+        prediction = np.full(batch, -1, dtype=np.int64)
+        latency = np.zeros(batch)
+        flops = np.zeros(batch, dtype=np.int64)
+        errors: dict[int, str] = {}
+        start = np.zeros(batch, dtype=np.int64)
+        final, top = self._stages.run(
+            inputs, start, threshold, {}, prediction, flops, latency, errors
+        )
+        return RoutedResult(
+            prediction=prediction,
+            tier=np.where(final >= 0, final, 0).astype(np.int64),
+            confidence=top,
+            flops=flops,
+            latency_s=latency,
+            features=np.zeros((batch, 0)),
+            errors=errors,
+            routed=start,
         )

@@ -9,13 +9,23 @@ buys accuracy with FLOPs.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["TIERS", "TierRouter", "smallest_correct_tier"]
+__all__ = [
+    "TIERS",
+    "TierRouter",
+    "load_router",
+    "read_router_file",
+    "save_router",
+    "smallest_correct_tier",
+]
 
 TIERS: tuple[str, ...] = ("TINY", "LIGHT", "MEDIUM", "HEAVY")
 """Tier names, smallest first; tier ``i`` is label ``i``."""
@@ -162,3 +172,121 @@ class TierRouter(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """The routed tier at the router's ``tau`` (see :meth:`route`)."""
         return self.route(X)
+
+
+ROUTER_FORMAT = "leanxai-router"
+ROUTER_FORMAT_VERSION = 1
+
+
+def save_router(
+    router: TierRouter,
+    path: str | os.PathLike[str],
+    X: Any,
+    y: Any,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save a router as the data it was fitted on, never as a pickle.
+
+    The file (safetensors) holds the training features and tier labels and, in its header, the
+    router's parameters and ``metadata`` (JSON). :func:`load_router` refits the router from
+    them, which with the default estimator and a fixed ``random_state`` gives the same router.
+
+    Parameters
+    ----------
+    router
+        A :class:`TierRouter` with the default estimator (``estimator=None``).
+    path
+        Output file; an existing one is replaced only with ``overwrite``.
+    X, y
+        The features and labels it was (or will be) fitted on.
+    metadata
+        JSON-serialisable extras (e.g. the operating point's ``escalate``, the data set).
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    from safetensors.numpy import save_file
+
+    if router.estimator is not None:
+        raise ValueError(
+            "only a router with the default estimator can be saved (it is refitted on load); "
+            f"got estimator={router.estimator!r}"
+        )
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    features = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
+    labels = np.ascontiguousarray(np.asarray(y, dtype=np.int64))
+    if features.ndim != 2 or labels.shape != (len(features),):
+        raise ValueError(f"X must be (N, F) and y (N,), got {features.shape} and {labels.shape}")
+    header = {
+        "format": ROUTER_FORMAT,
+        "version": str(ROUTER_FORMAT_VERSION),
+        "params": json.dumps(
+            {"tau": router.tau, "n_tiers": router.n_tiers, "random_state": router.random_state}
+        ),
+        "metadata": json.dumps(metadata or {}),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    save_file({"features": features, "labels": labels}, str(temporary), metadata=header)
+    os.replace(temporary, target)
+    return target
+
+
+def read_router_file(
+    path: str | os.PathLike[str],
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, Any]]:
+    """The contents of a file of :func:`save_router`: ``(features, labels, params, metadata)``.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a router file, is damaged, or comes from a newer format version.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"no router file at {source}")
+    try:
+        with safe_open(str(source), framework="numpy") as handle:
+            header = handle.metadata() or {}
+            if header.get("format") != ROUTER_FORMAT:
+                raise ValueError(f"{source} is not a leanxai router file")
+            version = int(header.get("version", "0"))
+            if version > ROUTER_FORMAT_VERSION:
+                raise ValueError(
+                    f"{source} was written by a newer leanxai (router format {version}, this "
+                    f"version reads up to {ROUTER_FORMAT_VERSION})"
+                )
+            features = handle.get_tensor("features")
+            labels = handle.get_tensor("labels")
+            params = json.loads(header["params"])
+            metadata = json.loads(header.get("metadata", "{}"))
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{source} is not a readable router file: {error}") from error
+    return features, labels, params, metadata
+
+
+def load_router(path: str | os.PathLike[str]) -> tuple[TierRouter, dict[str, Any]]:
+    """Read a file of :func:`save_router` and refit the router; returns ``(router, metadata)``.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a router file, is damaged, or comes from a newer format version.
+    """
+    features, labels, params, metadata = read_router_file(path)
+    router = TierRouter(
+        tau=float(params["tau"]),
+        n_tiers=int(params["n_tiers"]),
+        random_state=params["random_state"],
+    )
+    return router.fit(features, labels), metadata

@@ -1,10 +1,10 @@
 """Four classifiers of increasing size for explanation-guided routing, and their data.
 
 The tiers are :class:`~leanxai.zoo.cnn.SmallCNN` networks of growing width: TINY (about 9k
-parameters), LIGHT (about 95k), MEDIUM (about 500k) and HEAVY (about 2M). HEAVY adds two
-conv-BatchNorm-ReLU blocks after a further 2x2 max pooling, where the map is small, so that its
-parameters grow fourfold for a modest increase in compute. Every tier still ends in its last ReLU,
-global average pooling and one linear layer, so Grad-CAM equals CAM on all of them; TINY, the
+parameters), LIGHT (about 100k), MEDIUM (about 500k) and HEAVY (about 2M). LIGHT, MEDIUM and HEAVY
+add two conv-BatchNorm-ReLU blocks after a further 2x2 max pooling, where the map is small, so that
+parameters reach their size for a modest increase in compute. Every tier still ends in its last
+ReLU, global average pooling and one linear layer, so Grad-CAM equals CAM on all of them; TINY, the
 cheapest, is the probe whose maps a router reads.
 
 The data vary in difficulty, so that the tiers differ where it matters:
@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 TIERS: tuple[str, ...] = ("TINY", "LIGHT", "MEDIUM", "HEAVY")
 """Tier names, smallest first."""
 
-TIERS_RECIPE_VERSION = "v2"
+TIERS_RECIPE_VERSION = "v3"
 """Bumped whenever the tiers' data or training recipe changes."""
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
@@ -74,12 +74,22 @@ _DIGIT_CLASSES: tuple[str, ...] = tuple(str(digit) for digit in range(10))
 # (SmallCNN width, width of the two extra blocks or 0 for none).
 _ARCHITECTURES: Mapping[str, tuple[int, int]] = {
     "TINY": (6, 0),
-    "LIGHT": (20, 0),
-    "MEDIUM": (46, 0),
+    "LIGHT": (12, 64),
+    "MEDIUM": (24, 160),
     "HEAVY": (32, 384),
 }
 
+# The cache version of each tier: v2 tiers were trained before LIGHT and MEDIUM were reshaped so
+# that FLOPs grow with the tier (v2's MEDIUM cost more than HEAVY).
+_TIER_VERSIONS: Mapping[tuple[str, str], str] = {
+    ("mnist", "TINY"): "v2",
+    ("mnist", "LIGHT"): "v3",
+    ("mnist", "MEDIUM"): "v3",
+    ("mnist", "HEAVY"): "v2",
+}
+
 _HELD_OUT_SEED_OFFSET = 1_000_003
+_EASY_SEED_OFFSET = 3_000_017
 
 # A curriculum starts on these alone: from the start, cluttered shapes leave the loss flat.
 _EASY = frozenset({"easy", "clean"})
@@ -95,6 +105,8 @@ class _Recipe:
     epochs: Mapping[str, int]
     flip_and_rotate: bool
     easy_fraction: float = 0.0
+    n_easy: int = 0
+    stem: bool = False
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -106,11 +118,13 @@ _RECIPES: Mapping[str, _Recipe] = {
         size=64,
         in_channels=3,
         num_classes=4,
-        n_train=2400,
+        n_train=4000,
         n_held_out=900,
-        epochs={"TINY": 10, "LIGHT": 8, "MEDIUM": 6, "HEAVY": 6},
+        epochs={"TINY": 15, "LIGHT": 15, "MEDIUM": 12, "HEAVY": 10},
         flip_and_rotate=True,
-        easy_fraction=0.3,
+        easy_fraction=0.2,
+        n_easy=3000,
+        stem=True,
     ),
     "mnist": _Recipe(
         size=32,
@@ -172,22 +186,24 @@ class TierData:
 # Architectures
 
 
-def build_tier(tier: str, num_classes: int, in_channels: int) -> SmallCNN:
+def build_tier(tier: str, num_classes: int, in_channels: int, *, stem: bool = False) -> SmallCNN:
     """The untrained network of one tier.
 
-    ======  ==============================  =========================================
-    tier    architecture                    parameters (3 channels, 4 classes)
-    ======  ==============================  =========================================
-    TINY    ``SmallCNN(width=6)``           8,818
-    LIGHT   ``SmallCNN(width=20)``          94,904
-    MEDIUM  ``SmallCNN(width=46)``          498,138
-    HEAVY   ``SmallCNN(width=32)`` + 2      2,013,732
+    ======  ==============================  ==========================  ===================
+    tier    architecture                    parameters (3 ch, 4 cls)    MFLOPs (MNIST 32px)
+    ======  ==============================  ==========================  ===================
+    TINY    ``SmallCNN(width=6)``           8,818                       0.94
+    LIGHT   ``SmallCNN(width=12)`` + 2      99,312                      3.9
+            blocks of 64 channels
+    MEDIUM  ``SmallCNN(width=24)`` + 2      505,884                     16.7
+            blocks of 160 channels
+    HEAVY   ``SmallCNN(width=32)`` + 2      2,013,732                   38.3
             blocks of 384 channels
-    ======  ==============================  =========================================
+    ======  ==============================  ==========================  ===================
 
-    HEAVY's extra blocks follow a 2x2 max pooling after SmallCNN's last ReLU; its classifier is
-    replaced by one over 384 channels. Every tier ends in ReLU, global average pooling and one
-    linear layer.
+    Parameters and FLOPs both grow with the tier. The extra blocks follow a 2x2 max pooling after
+    SmallCNN's last ReLU, and the classifier is replaced by one over their channels. Every tier
+    ends in ReLU, global average pooling and one linear layer.
 
     Parameters
     ----------
@@ -197,6 +213,9 @@ def build_tier(tier: str, num_classes: int, in_channels: int) -> SmallCNN:
         Number of outputs.
     in_channels : int
         Number of input channels.
+    stem : bool, default False
+        Start with a 2x2 average pooling (``features[0]``), so a 64x64 input costs what a 32x32
+        one does; the shapes tiers use it.
 
     Returns
     -------
@@ -215,6 +234,8 @@ def build_tier(tier: str, num_classes: int, in_channels: int) -> SmallCNN:
             channels = extra
         model.features.extend(blocks)
         model.classifier = nn.Linear(channels, num_classes)
+    if stem:
+        model.features.insert(0, nn.AvgPool2d(2))
     return model
 
 
@@ -485,8 +506,9 @@ def train_tier(
 
     Adam with a one-cycle learning rate (peak 3e-3), batch 64, weight decay 1e-4, channels-last;
     flips and 90-degree rotations for shapes only (digits are not invariant to them). On shapes,
-    a curriculum: the first 30 % of the epochs (one cycle) on the easy third alone, then the rest
-    (another cycle) on all the images, since hard shapes from the start leave the loss flat.
+    a curriculum: the first 20 % of the epochs (one cycle) on 3,000 fresh easy images, then the
+    rest (another cycle) on the mixed training set, since hard shapes from the start leave the
+    loss flat; the shapes tiers start with a 2x2 average pooling (``stem``).
 
     Parameters
     ----------
@@ -525,11 +547,27 @@ def train_tier(
     n_epochs = recipe.epochs[tier] if epochs is None else epochs
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_tier(tier, recipe.num_classes, recipe.in_channels)
+        model = build_tier(tier, recipe.num_classes, recipe.in_channels, stem=recipe.stem)
     stages = [("all", train, n_epochs)]
     easy_epochs = round(recipe.easy_fraction * n_epochs)
     if easy_epochs > 0 and n_epochs > 1:
-        easy = train.subset([i for i, d in enumerate(train.difficulty) if d in _EASY])
+        if recipe.n_easy:
+            from leanxai.data.shapes import make_shapes
+
+            n_easy = recipe.n_easy if n_train is None else min(recipe.n_easy, n_train)
+            fresh = make_shapes(
+                n_easy, size=recipe.size, seed=seed + _EASY_SEED_OFFSET, difficulty="easy"
+            )
+            easy = TierData(
+                fresh.images,
+                fresh.labels,
+                fresh.masks,
+                ("easy",) * len(fresh),
+                torch.zeros(len(fresh)),
+                fresh.classes,
+            )
+        else:
+            easy = train.subset([i for i, d in enumerate(train.difficulty) if d in _EASY])
         if len(easy) > 0:
             stages = [("easy", easy, easy_epochs), ("all", train, n_epochs - easy_epochs)]
     for i, (name, part, stage_epochs) in enumerate(stages):
@@ -613,9 +651,11 @@ def load_tiers(
     for tier in TIERS:
         result[tier] = load_cached(
             f"tier_{dataset}_{tier.lower()}",
-            functools.partial(build_tier, tier, recipe.num_classes, recipe.in_channels),
+            functools.partial(
+                build_tier, tier, recipe.num_classes, recipe.in_channels, stem=recipe.stem
+            ),
             functools.partial(train_tier, dataset, tier, progress=progress),
-            TIERS_RECIPE_VERSION,
+            _TIER_VERSIONS.get((dataset, tier), TIERS_RECIPE_VERSION),
             cache_dir=cache_dir,
             retrain=retrain,
         )

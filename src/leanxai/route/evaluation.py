@@ -1,0 +1,483 @@
+"""Routing policies measured on held-out data: accuracy against every FLOP spent.
+
+Every tier runs once on every input (:func:`collect_outputs`); a policy is then a rule that says
+which tiers run on which input, so its accuracy and FLOPs follow exactly from those outputs
+(:func:`simulate`), the same numbers :class:`~leanxai.route.routed.RoutedClassifier` and
+:class:`~leanxai.route.routed.ConfidenceCascade` produce when they run (a test checks this).
+FLOPs per input are constant per tier for these networks, so the mean is exact. Latency is not
+simulated: :func:`measure_latency` times the real pipelines.
+
+Policies (:func:`evaluate_policies`):
+
+- ``always-<TIER>``: every input on one tier, no probe.
+- ``oracle``: the probe, then the smallest tier that is right (HEAVY when none is): the ceiling of
+  any router that reads the probe.
+- ``router``: the probe's explanation, the router's tier at ``tau``, that tier.
+- ``router+escalate``: the same, then escalation from the routed tier while the top softmax
+  probability is below ``escalate`` (what the confidence cascade knows).
+- ``cascade``: TINY for everyone, escalating tier by tier while unsure, paying for each model run.
+- ``random``: the router's tier mix at its operating point, drawn at random per input, probe paid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from leanxai.core.hooks import eval_mode
+from leanxai.core.models import logits_of
+from leanxai.route.features import FeatureExtractor
+from leanxai.route.routed import ConfidenceCascade, RoutedClassifier, count_flops
+from leanxai.route.router import TIERS, TierRouter, smallest_correct_tier
+
+__all__ = [
+    "PolicyResult",
+    "TierOutputs",
+    "choose_operating_point",
+    "collect_outputs",
+    "evaluate_policies",
+    "matched_accuracy",
+    "measure_latency",
+    "simulate",
+]
+
+logger = logging.getLogger(__name__)
+
+TAUS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspace(0.0, 1.0, 41), 3))
+"""The router's operating points swept for the accuracy-FLOPs curve."""
+
+THRESHOLDS: tuple[float, ...] = tuple(
+    float(t)
+    for t in np.round(np.concatenate([np.linspace(0.0, 0.9, 19), 1 - np.logspace(-1.3, -4, 12)]), 5)
+)
+"""The cascade's (and escalation's) top-probability thresholds swept."""
+
+
+@dataclass(frozen=True)
+class TierOutputs:
+    """What every tier says about every input, and what each costs.
+
+    Attributes
+    ----------
+    probabilities
+        ``(N, T, K)`` softmax of each tier's logits.
+    labels
+        ``(N,)`` true classes.
+    features
+        ``(N, 7)`` the probe's complexity features.
+    tier_flops
+        ``(T,)`` forward FLOPs per input of each tier.
+    probe_flops
+        FLOPs per input of the probe's explanation (its forward pass, plus a backward from the
+        CAM layer if the probe needs one).
+    """
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    features: np.ndarray
+    tier_flops: np.ndarray
+    probe_flops: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """``(N, T)`` whether each tier is right on each input."""
+        return self.probabilities.argmax(2) == self.labels[:, None]
+
+    @property
+    def oracle_tiers(self) -> np.ndarray:
+        """``(N,)`` the smallest correct tier, the last when none is: the router's labels."""
+        return smallest_correct_tier(self.correct)
+
+    def subset(self, index: np.ndarray) -> TierOutputs:
+        """The rows at ``index``."""
+        return TierOutputs(
+            self.probabilities[index],
+            self.labels[index],
+            self.features[index],
+            self.tier_flops,
+            self.probe_flops,
+        )
+
+
+def collect_outputs(
+    tiers: Sequence[nn.Module],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 128,
+    progress: bool = False,
+) -> TierOutputs:
+    """Run the probe's explanation and every tier on every input.
+
+    Parameters
+    ----------
+    tiers
+        All tiers, smallest first; ``tiers[0]`` is the probe.
+    inputs
+        ``(N, C, H, W)``.
+    labels
+        ``(N,)`` true classes.
+    batch_size
+        Inputs per forward pass.
+    progress
+        Show a progress bar.
+    """
+    if len(tiers) < 2:
+        raise ValueError(f"tiers must hold the probe and at least one more model, got {len(tiers)}")
+    if inputs.shape[0] != labels.shape[0] or inputs.shape[0] == 0:
+        raise ValueError(
+            f"inputs and labels must hold the same non-zero number of items, got "
+            f"{tuple(inputs.shape)} and {tuple(labels.shape)}"
+        )
+    extractor = FeatureExtractor(tiers[0])
+    features, probabilities = [], []
+    starts = range(0, inputs.shape[0], batch_size)
+    for start in tqdm(starts, desc="tiers", unit="batch", disable=not progress):
+        batch = inputs[start : start + batch_size]
+        found, _ = extractor.extract(batch)
+        features.append(found.double().cpu().numpy())
+        row = []
+        for model in tiers:
+            with eval_mode(model), torch.no_grad():
+                row.append(torch.softmax(logits_of(model(batch)).float(), 1).cpu().numpy())
+        probabilities.append(np.stack(row, 1))
+    sample = inputs[:1]
+    with FlopCounterMode(display=False) as counter:
+        extractor.extract(sample)
+    return TierOutputs(
+        probabilities=np.concatenate(probabilities),
+        labels=labels.cpu().numpy().astype(np.int64),
+        features=np.concatenate(features),
+        tier_flops=np.array([count_flops(model, sample) for model in tiers], dtype=np.int64),
+        probe_flops=int(counter.get_total_flops()),
+    )
+
+
+def simulate(
+    outputs: TierOutputs,
+    start: np.ndarray,
+    *,
+    escalate: float | None = None,
+    probe: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a policy predicts and spends, from the tiers' outputs.
+
+    Parameters
+    ----------
+    outputs
+        From :func:`collect_outputs`.
+    start
+        ``(N,)`` the first tier each input runs on.
+    escalate
+        Move on to the next tier while the top probability is below it (``None``: never).
+    probe
+        Whether the probe's explanation ran first (its FLOPs are paid, and tier 0's prediction
+        comes with it at no further cost).
+
+    Returns
+    -------
+    prediction, final_tier, flops
+        ``(N,)`` each.
+    """
+    n, n_tiers, _ = outputs.probabilities.shape
+    stage = np.asarray(start, dtype=np.int64).copy()
+    rows = np.arange(n)
+    flops = np.full(n, outputs.probe_flops if probe else 0, dtype=np.int64)
+    # The start tier is paid for, except tier 0 after the probe: its prediction came with it.
+    flops += np.where((stage == 0) & probe, 0, outputs.tier_flops[stage])
+    while escalate is not None:
+        top = outputs.probabilities[rows, stage].max(1)
+        move = (top < escalate) & (stage < n_tiers - 1)
+        if not move.any():
+            break
+        stage = np.where(move, stage + 1, stage)
+        flops += np.where(move, outputs.tier_flops[stage], 0)
+    prediction = outputs.probabilities[rows, stage].argmax(1)
+    return prediction, stage, flops
+
+
+@dataclass
+class PolicyResult:
+    """One policy's accuracy and cost on held-out data.
+
+    ``mean_flops`` counts every model that ran, the probe included; ``relative_flops`` divides it
+    by always-HEAVY's (the last tier's). ``tier_mix`` is the share of inputs whose prediction came
+    from each tier. Latencies are filled by :func:`measure_latency` (``None`` when not measured).
+    """
+
+    name: str
+    policy: str
+    parameter: float | None
+    accuracy: float
+    mean_flops: float
+    relative_flops: float
+    tier_mix: list[float]
+    n: int
+    routing_accuracy: float | None = None
+    latency_ms_b1: float | None = None
+    latency_ms_b32: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _result(
+    outputs: TierOutputs,
+    name: str,
+    policy: str,
+    parameter: float | None,
+    prediction: np.ndarray,
+    tier: np.ndarray,
+    flops: np.ndarray,
+    routed: np.ndarray | None = None,
+) -> PolicyResult:
+    n_tiers = outputs.probabilities.shape[1]
+    mean_flops = float(flops.mean())
+    return PolicyResult(
+        name=name,
+        policy=policy,
+        parameter=parameter,
+        accuracy=float((prediction == outputs.labels).mean()),
+        mean_flops=mean_flops,
+        relative_flops=mean_flops / float(outputs.tier_flops[-1]),
+        tier_mix=np.bincount(tier, minlength=n_tiers).astype(float).__truediv__(len(tier)).tolist(),
+        n=len(outputs),
+        routing_accuracy=(
+            None if routed is None else float((routed == outputs.oracle_tiers).mean())
+        ),
+    )
+
+
+def _oof_sufficiency(router: TierRouter, outputs: TierOutputs, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold sufficiency of a router on its own training data."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = outputs.oracle_tiers
+    counts = np.bincount(labels, minlength=router.n_tiers)
+    folds = max(2, min(folds, int(counts[counts > 0].min())))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    result = np.zeros((len(outputs), router.n_tiers))
+    for train_index, test_index in splitter.split(outputs.features, labels):
+        fitted = clone(router).fit(outputs.features[train_index], labels[train_index])
+        result[test_index] = fitted.sufficiency(outputs.features[test_index])
+    return result
+
+
+def _route_from(sufficiency: np.ndarray, tau: float) -> np.ndarray:
+    return (sufficiency >= tau - 1e-12).argmax(1).astype(np.int64)
+
+
+def choose_operating_point(
+    router: TierRouter,
+    outputs: TierOutputs,
+    *,
+    max_drop: float = 0.0025,
+    escalate: bool = True,
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[float, float | None]:
+    """Pick ``tau`` (and an escalation threshold) on the router's training data only.
+
+    The router's out-of-fold sufficiency (cross-validation on ``outputs``) gives each candidate
+    ``(tau, escalate)`` an accuracy and a mean FLOPs on data the router did not fit; the cheapest
+    candidate whose accuracy is at least always-HEAVY's minus ``max_drop`` wins (the most
+    accurate, when none qualifies). Held-out data are never looked at.
+
+    Returns
+    -------
+    tau, escalate
+        ``escalate`` is ``None`` when escalation is off or does not help.
+    """
+    sufficiency = _oof_sufficiency(router, outputs, folds, seed)
+    goal = float(outputs.correct[:, -1].mean()) - max_drop
+    candidates: list[tuple[bool, float, float, float, float | None]] = []
+    for tau in TAUS:
+        start = _route_from(sufficiency, tau)
+        for threshold in (None, *(THRESHOLDS if escalate else ())):
+            prediction, _, flops = simulate(outputs, start, escalate=threshold)
+            accuracy = float((prediction == outputs.labels).mean())
+            candidates.append((accuracy >= goal, float(flops.mean()), accuracy, tau, threshold))
+    qualified = [c for c in candidates if c[0]]
+    if qualified:
+        best = min(qualified, key=lambda c: (c[1], -c[2]))
+    else:
+        best = max(candidates, key=lambda c: (c[2], -c[1]))
+    logger.info(
+        "operating point tau=%s escalate=%s: cross-validated accuracy %.4f (goal %.4f), %.3g FLOPs",
+        best[3],
+        best[4],
+        best[2],
+        goal,
+        best[1],
+    )
+    return best[3], best[4]
+
+
+def evaluate_policies(
+    router: TierRouter,
+    outputs: TierOutputs,
+    *,
+    tau: float | None = None,
+    escalate: float | None = None,
+    seed: int = 0,
+) -> list[PolicyResult]:
+    """Every policy of the module docstring on held-out ``outputs``.
+
+    The router's operating point (``tau``, default ``router.tau``, and ``escalate``) gives the
+    rows named ``router`` and ``router+escalate``; curves sweep :data:`TAUS` and
+    :data:`THRESHOLDS` (``extra["curve"] = True``).
+    """
+    n, n_tiers, _ = outputs.probabilities.shape
+    names = list(TIERS) if n_tiers == len(TIERS) else [str(t) for t in range(n_tiers)]
+    results = []
+    for t in range(n_tiers):
+        start = np.full(n, t)
+        prediction, tier, flops = simulate(outputs, start, probe=False)
+        results.append(
+            _result(outputs, f"always-{names[t]}", "always", None, prediction, tier, flops)
+        )
+    oracle = outputs.oracle_tiers
+    prediction, tier, flops = simulate(outputs, oracle)
+    results.append(_result(outputs, "oracle", "oracle", None, prediction, tier, flops, oracle))
+    sufficiency = router.sufficiency(outputs.features)
+    operating = router.tau if tau is None else tau
+    routed_at_point = _route_from(sufficiency, operating)
+    for value in TAUS:
+        routed = _route_from(sufficiency, value)
+        prediction, tier, flops = simulate(outputs, routed)
+        row = _result(
+            outputs, f"router tau={value:g}", "router", value, prediction, tier, flops, routed
+        )
+        row.extra["curve"] = True
+        results.append(row)
+    prediction, tier, flops = simulate(outputs, routed_at_point)
+    results.append(
+        _result(outputs, "router", "router", operating, prediction, tier, flops, routed_at_point)
+    )
+    if escalate is not None:
+        prediction, tier, flops = simulate(outputs, routed_at_point, escalate=escalate)
+        row = _result(
+            outputs,
+            "router+escalate",
+            "router+escalate",
+            escalate,
+            prediction,
+            tier,
+            flops,
+            routed_at_point,
+        )
+        row.extra["tau"] = operating
+        results.append(row)
+        for value in THRESHOLDS:
+            prediction, tier, flops = simulate(outputs, routed_at_point, escalate=value)
+            row = _result(
+                outputs,
+                f"router+escalate c={value:g}",
+                "router+escalate",
+                value,
+                prediction,
+                tier,
+                flops,
+                routed_at_point,
+            )
+            row.extra.update(curve=True, tau=operating)
+            results.append(row)
+    for value in THRESHOLDS:
+        prediction, tier, flops = simulate(
+            outputs, np.zeros(n, dtype=np.int64), escalate=value, probe=False
+        )
+        row = _result(outputs, f"cascade c={value:g}", "cascade", value, prediction, tier, flops)
+        row.extra["curve"] = True
+        results.append(row)
+    mix = np.bincount(routed_at_point, minlength=n_tiers) / n
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(n_tiers, size=n, p=mix)
+    prediction, tier, flops = simulate(outputs, drawn)
+    results.append(
+        _result(outputs, "random (router's mix)", "random", None, prediction, tier, flops, drawn)
+    )
+    return results
+
+
+def matched_accuracy(
+    results: Sequence[PolicyResult], policy: str, accuracy: float
+) -> PolicyResult | None:
+    """The cheapest point of ``policy``'s curve whose accuracy is at least ``accuracy``."""
+    points = [r for r in results if r.policy == policy and r.extra.get("curve")]
+    good = [r for r in points if r.accuracy >= accuracy - 1e-12]
+    return min(good, key=lambda r: (r.mean_flops, -r.accuracy)) if good else None
+
+
+def measure_latency(
+    pipelines: dict[str, Callable[[torch.Tensor], Any]],
+    inputs: torch.Tensor,
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    max_items: int = 256,
+    rounds: int = 3,
+) -> dict[str, dict[int, float]]:
+    """Mean milliseconds per input of each pipeline, run on real inputs.
+
+    Pipelines are timed in turn within each round (so drift on a shared machine hits all alike),
+    over ``max_items`` inputs in batches of each size, after one warm-up batch; the median over
+    ``rounds`` is reported.
+    """
+    items = inputs[:max_items]
+    times: dict[str, dict[int, list[float]]] = {
+        name: {b: [] for b in batch_sizes} for name in pipelines
+    }
+    for run in pipelines.values():
+        run(items[: max(batch_sizes)])
+    for _ in range(rounds):
+        for size in batch_sizes:
+            for name, run in pipelines.items():
+                began = time.perf_counter()
+                for start in range(0, len(items), size):
+                    run(items[start : start + size])
+                times[name][size].append((time.perf_counter() - began) * 1e3 / len(items))
+    return {name: {b: float(np.median(v)) for b, v in per.items()} for name, per in times.items()}
+
+
+def pipelines(
+    tiers: Sequence[nn.Module],
+    router: TierRouter,
+    *,
+    tau: float,
+    escalate: float | None,
+    cascade_threshold: float | None,
+) -> dict[str, Callable[[torch.Tensor], Any]]:
+    """The runnable pipeline behind each policy, for :func:`measure_latency`."""
+    result: dict[str, Callable[[torch.Tensor], Any]] = {}
+    names = list(TIERS) if len(tiers) == len(TIERS) else [str(t) for t in range(len(tiers))]
+
+    def forward(model: nn.Module) -> Callable[[torch.Tensor], Any]:
+        def run(x: torch.Tensor) -> Any:
+            with eval_mode(model), torch.no_grad():
+                return model(x)
+
+        return run
+
+    for name, model in zip(names, tiers, strict=True):
+        result[f"always-{name}"] = forward(model)
+    result["router"] = RoutedClassifier(tiers[0], tiers[1:], router, tau=tau).predict
+    if escalate is not None:
+        result["router+escalate"] = RoutedClassifier(
+            tiers[0], tiers[1:], router, tau=tau, escalate=escalate
+        ).predict
+    if cascade_threshold is not None:
+        result["cascade"] = ConfidenceCascade(tiers, cascade_threshold).predict
+    return result
