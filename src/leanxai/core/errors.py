@@ -34,3 +34,7 @@ class ModelLoadError(LeanXAIError, ValueError):
 
 class OutputExistsError(LeanXAIError, FileExistsError):
     """An output file exists and overwriting was not asked for."""
+
+
+class UnsupportedLayerError(LeanXAIError, ValueError):
+    """A model with layers (or a forward) that a relevance rule does not cover; names them."""
