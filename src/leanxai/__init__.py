@@ -23,6 +23,7 @@ from leanxai.explainers.baselines import (
     Occlusion,
 )
 from leanxai.explainers.cam import CAMExplainer, GradCAM, GradCAMPlusPlus
+from leanxai.explainers.deepactif import DeepACTIF, FeatureAttribution
 
 __version__ = "0.1.0"
 
@@ -31,8 +32,10 @@ __all__ = [
     "METHODS",
     "RISE",
     "CAMExplainer",
+    "DeepACTIF",
     "Explainer",
     "Explanation",
+    "FeatureAttribution",
     "GradCAM",
     "GradCAMPlusPlus",
     "GuidedBackprop",

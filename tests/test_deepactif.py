@@ -1,0 +1,478 @@
+"""DeepACTIF: the unrolled recurrence against PyTorch, each mapping and aggregation against a
+literal float64 reference, one forward pass and no backward, masks, errors, and the baselines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from leanxai.core.errors import InputError, LayerError, TargetError
+from leanxai.explainers.deepactif import (
+    DEFAULT_AGGREGATION,
+    DEFAULT_MAPPING,
+    RANKING_METHODS,
+    DeepACTIF,
+    FeatureAttribution,
+    _recurrent_scores,
+    aggregate,
+    feature_ranking,
+    minmax,
+    unroll_recurrent,
+)
+from leanxai.zoo.recurrent import RecurrentClassifier, retrain_on_features, train_recurrent
+
+B, T, F, H = 3, 6, 4, 5
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """Tiny recurrent ops run fastest on one thread; on a busy shared CPU two intra-op threads
+    made training ten times slower. The caller's setting is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+LENGTHS = torch.tensor([6, 2, 4])
+MASK = torch.arange(T)[None, :] < LENGTHS[:, None]  # (B, T), right padding
+
+
+def sequences(batch: int = B, steps: int = T, features: int = F, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, steps, features, generator=generator, dtype=torch.float64)
+
+
+def classifier(kind: str = "lstm", seed: int = 0, **kw: Any) -> RecurrentClassifier:
+    torch.manual_seed(seed)
+    return RecurrentClassifier(F, 3, hidden=H, kind=kind, **kw).double().eval()
+
+
+RECURRENT = {
+    "lstm": lambda: nn.LSTM(F, H, batch_first=True),
+    "gru": lambda: nn.GRU(F, H, batch_first=True),
+    "rnn_tanh": lambda: nn.RNN(F, H, batch_first=True),
+    "rnn_relu": lambda: nn.RNN(F, H, nonlinearity="relu", batch_first=True),
+    "bilstm_time_major": lambda: nn.LSTM(F, H, bidirectional=True),
+    "stacked_bigru": lambda: nn.GRU(F, H, num_layers=2, bidirectional=True, batch_first=True),
+    "stacked_lstm_proj": lambda: nn.LSTM(F, H, num_layers=2, proj_size=2, batch_first=True),
+}
+
+
+# -- the unrolled recurrence ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(RECURRENT))
+def test_unrolled_recurrence_matches_pytorch(name: str) -> None:
+    torch.manual_seed(1)
+    module = RECURRENT[name]().double().eval()
+    x = sequences()
+    inputs = x if module.batch_first else x.transpose(0, 1)
+    output, state = module(inputs)
+    h_n = state[0] if isinstance(state, tuple) else state
+    ours, ours_h = unroll_recurrent(module, inputs)
+    torch.testing.assert_close(ours, output, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours_h, h_n, rtol=0, atol=1e-12)
+    # With a mask: what the module computes for the packed sequences.
+    packed = pack_padded_sequence(
+        inputs, LENGTHS, batch_first=module.batch_first, enforce_sorted=False
+    )
+    packed_output, state = module(packed)
+    output, _ = pad_packed_sequence(packed_output, batch_first=module.batch_first, total_length=T)
+    h_n = state[0] if isinstance(state, tuple) else state
+    ours, ours_h = unroll_recurrent(module, inputs, MASK)
+    torch.testing.assert_close(ours, output, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours_h, h_n, rtol=0, atol=1e-12)
+
+
+# -- mappings against literal references ----------------------------------------------------------
+
+
+def reference_local_jacobian_scores(module: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
+    """``|x[t, f]| * ||d h_t / d x_t [:, f]||_2`` by autograd through one cell step at a time,
+    the previous state held fixed; summed over directions. ``x`` is ``(B, T, F)``."""
+    total = torch.zeros_like(x)
+    for reverse in (False, True)[: 2 if module.bidirectional else 1]:
+        suffix = "_l0" + ("_reverse" if reverse else "")
+        cell_type = nn.LSTMCell if isinstance(module, nn.LSTM) else nn.GRUCell
+        cell = cell_type(module.input_size, module.hidden_size).double()
+        with torch.no_grad():
+            for part in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, part).copy_(getattr(module, part + suffix))
+        h = torch.zeros(x.shape[0], module.hidden_size, dtype=torch.float64)
+        c = torch.zeros_like(h)
+        order = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
+        for t in order:
+            for b in range(x.shape[0]):
+                h_b, c_b = h[b : b + 1], c[b : b + 1]  # the previous state, held fixed
+
+                def step(
+                    x_t: torch.Tensor, cell: nn.Module = cell, h_b: torch.Tensor = h_b,
+                    c_b: torch.Tensor = c_b,
+                ) -> torch.Tensor:  # fmt: skip
+                    if isinstance(cell, nn.LSTMCell):
+                        return cell(x_t[None], (h_b, c_b))[0][0]
+                    return cell(x_t[None], h_b)[0]
+
+                jacobian = torch.autograd.functional.jacobian(step, x[b, t])  # (H, F)
+                total[b, t] += x[b, t].abs() * jacobian.norm(dim=0)
+            with torch.no_grad():
+                if isinstance(cell, nn.LSTMCell):
+                    h, c = cell(x[:, t], (h, c))
+                else:
+                    h = cell(x[:, t], h)
+    return total
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "bilstm", "stacked_gru"])
+def test_gated_mapping_is_the_local_jacobian_times_input(kind: str) -> None:
+    # Stacked: only the first layer sees the input; its weights and gates are used.
+    stacked = kind.startswith("stacked_")
+    module = classifier(kind.removeprefix("stacked_"), num_layers=2 if stacked else 1).rnn
+    x = sequences()
+    ours = _recurrent_scores(module, x, None, "gated", "l2")
+    torch.testing.assert_close(ours, reference_local_jacobian_scores(module, x), rtol=1e-10, atol=0)
+
+
+def test_candidate_mapping_literal_lstm_and_gru() -> None:
+    x = sequences()
+    lstm = classifier("lstm").rnn
+    w_ig = lstm.weight_ih_l0.detach().chunk(4)[2]
+    expected = torch.zeros_like(x)
+    h = torch.zeros(B, H, dtype=torch.float64)
+    c = torch.zeros_like(h)
+    bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+    for t in range(T):
+        pre = x[:, t] @ lstm.weight_ih_l0.detach().T + h @ lstm.weight_hh_l0.detach().T + bias
+        i, f, g, o = pre.chunk(4, dim=1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c = f * c + i * g
+        h = o * c.tanh()
+        for feature in range(F):
+            term = (o * (1 - c.tanh() ** 2) * i * (1 - g**2))[:, :, None] * w_ig[None]
+            expected[:, t, feature] = (term[:, :, feature] * x[:, t, feature, None]).norm(dim=1)
+    ours = _recurrent_scores(lstm, x, None, "candidate", "l2")
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-14)
+
+    gru = classifier("gru").rnn
+    w_in = gru.weight_ih_l0.detach().chunk(3)[2]
+    expected = torch.zeros_like(x)
+    h = torch.zeros(B, H, dtype=torch.float64)
+    for t in range(T):
+        gi = x[:, t] @ gru.weight_ih_l0.detach().T + gru.bias_ih_l0.detach()
+        gh = h @ gru.weight_hh_l0.detach().T + gru.bias_hh_l0.detach()
+        r = (gi.chunk(3, 1)[0] + gh.chunk(3, 1)[0]).sigmoid()
+        z = (gi.chunk(3, 1)[1] + gh.chunk(3, 1)[1]).sigmoid()
+        n = (gi.chunk(3, 1)[2] + r * gh.chunk(3, 1)[2]).tanh()
+        h = (1 - z) * n + z * h
+        for feature in range(F):
+            term = ((1 - z) * (1 - n**2)) * w_in[:, feature] * x[:, t, feature, None]
+            expected[:, t, feature] = term.norm(dim=1)
+    ours = _recurrent_scores(gru, x, None, "candidate", "l2")
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_input_term_literal_with_both_directions() -> None:
+    module = classifier("bilstm").rnn
+    x = sequences()
+    weights = [module.weight_ih_l0.detach(), module.weight_ih_l0_reverse.detach()]
+    expected = torch.zeros_like(x)
+    for b in range(B):
+        for t in range(T):
+            for f in range(F):
+                size = sum(float(np.linalg.norm(w[:, f].numpy())) for w in weights)
+                expected[b, t, f] = abs(float(x[b, t, f])) * size
+    torch.testing.assert_close(_recurrent_scores(module, x, None, "input_term", "l2"), expected)
+
+
+# -- aggregations against a literal float64 reference ---------------------------------------------
+
+
+def reference_aggregate(a: np.ndarray, mask: np.ndarray, aggregation: str) -> np.ndarray:
+    valid = np.abs(a)[mask]  # (n_valid, F)
+    mean, std = valid.mean(axis=0), valid.std(axis=0)  # np.std: ddof=0
+
+    def scale(v: np.ndarray) -> np.ndarray:
+        span = v.max() - v.min()
+        return np.zeros_like(v) if span == 0 else (v - v.min()) / span
+
+    if aggregation == "mean":
+        return mean
+    if aggregation == "mean_minus_std":
+        return mean - std
+    return (scale(mean) + 1 - scale(std)) / 2
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "mean_minus_std", "inverse"])
+def test_aggregations_match_numpy_reference(aggregation: str) -> None:
+    a = sequences(seed=3).numpy() * np.array([0.1, 1.0, 3.0, 0.5])
+    importance, per_sample = aggregate(torch.from_numpy(a), MASK, aggregation)
+    mask = MASK.numpy()
+    np.testing.assert_allclose(importance.numpy(), reference_aggregate(a, mask, aggregation))
+    for b in range(B):
+        np.testing.assert_allclose(per_sample[b].numpy(), np.abs(a[b][mask[b]]).mean(axis=0))
+    unmasked, _ = aggregate(torch.from_numpy(a), None, aggregation)
+    full = np.ones((B, T), dtype=bool)
+    np.testing.assert_allclose(unmasked.numpy(), reference_aggregate(a, full, aggregation))
+
+
+def test_inverse_rule_on_hand_values_and_constant_vectors() -> None:
+    # Two samples, one step each: |A| per feature -> mean a, std s.
+    a = torch.tensor([[[1.0, 2.0, 4.0]], [[1.0, 4.0, 4.0]]], dtype=torch.float64)
+    importance, _ = aggregate(a, None, "inverse")
+    # a = (1, 3, 4) -> (0, 2/3, 1); s = (0, 1, 0) -> (0, 1, 0)
+    expected = torch.tensor([(0 + 1 - 0) / 2, (2 / 3 + 1 - 1) / 2, (1 + 1 - 0) / 2])
+    torch.testing.assert_close(importance, expected.double())
+    assert torch.equal(minmax(torch.full((4,), 2.5)), torch.zeros(4))
+    constant, _ = aggregate(torch.ones(2, 3, 4), None, "inverse")
+    assert torch.equal(constant, torch.full((4,), 0.5, dtype=torch.float64))
+
+
+# -- the explainer --------------------------------------------------------------------------------
+
+
+def test_one_forward_pass_no_backward_and_model_unchanged(state_guard: Any) -> None:
+    model = classifier("lstm")
+    model.train()  # eval mode for the call, then restored
+    check = state_guard(model)
+    x = sequences()
+    calls = {"model": 0, "rnn": 0}
+    saved = {"count": 0}
+
+    def counter(key: str) -> Any:
+        def hook(module: nn.Module, args: Any) -> None:
+            calls[key] += 1
+
+        return hook
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved["count"] += 1
+        return tensor
+
+    handles = [
+        model.register_forward_pre_hook(counter("model")),
+        model.rnn.register_forward_pre_hook(counter("rnn")),
+    ]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            result = DeepACTIF(model).attribute(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == {"model": 1, "rnn": 1}
+    assert saved["count"] == 0, "an autograd graph was recorded"
+    assert result.importance.grad_fn is None and result.per_sample.grad_fn is None
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training
+    check()
+    assert isinstance(result, FeatureAttribution)
+    assert result.importance.shape == (F,) and result.per_sample.shape == (B, F)
+    assert result.ranking.dtype == torch.int64
+    assert sorted(result.ranking.tolist()) == list(range(F))
+    ordered = result.importance[result.ranking]
+    assert torch.all(ordered[:-1] >= ordered[1:])
+    assert (result.method, result.aggregation) == ("deepactif", DEFAULT_AGGREGATION)
+    assert (result.mapping, result.layer) == (DEFAULT_MAPPING, "rnn")
+
+
+def test_mask_excludes_padded_steps() -> None:
+    model = classifier("bilstm")
+    x = sequences()
+    explainer = DeepACTIF(model, aggregation="inverse")
+    result = explainer.attribute(x, MASK)
+    changed = x.clone()
+    changed[~MASK] = 1e3  # padded values must not matter
+    again = explainer.attribute(changed, MASK)
+    torch.testing.assert_close(again.importance, result.importance, rtol=0, atol=0)
+    torch.testing.assert_close(again.per_sample, result.per_sample, rtol=0, atol=0)
+    # A padded sample is scored as its unpadded sequence alone.
+    short = DeepACTIF(model, aggregation="inverse").attribute(x[1:2, : int(LENGTHS[1])])
+    torch.testing.assert_close(short.per_sample[0], result.per_sample[1], rtol=1e-12, atol=0)
+
+
+def test_layouts_and_packed_sequences_agree() -> None:
+    model = classifier("gru")
+    x = sequences()
+    reference = DeepACTIF(model).attribute(x, MASK)
+    time_major = classifier("gru", batch_first=False)
+    other = DeepACTIF(time_major).attribute(x.transpose(0, 1), MASK)
+    torch.testing.assert_close(other.importance, reference.importance)
+
+    class PackedModel(nn.Module):
+        def __init__(self, rnn: nn.Module) -> None:
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, packed: Any) -> torch.Tensor:
+            return self.rnn(packed)[1][-1]
+
+    packed = pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False)
+    from_packed = DeepACTIF(PackedModel(model.rnn)).attribute(packed)
+    torch.testing.assert_close(from_packed.importance, reference.importance)
+
+
+def test_named_projection_layer_and_named_recurrent_layer() -> None:
+    class Projected(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(F, F)
+            self.rnn = nn.LSTM(F, H, batch_first=True)
+            self.wide = nn.Linear(F, 2 * F)
+            self.head = nn.Linear(H, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.wide(x)
+            return self.head(self.rnn(self.proj(x))[0][:, -1])
+
+    torch.manual_seed(0)
+    model = Projected().double().eval()
+    x = sequences()
+    result = DeepACTIF(model, layer="proj", aggregation="mean").attribute(x)
+    with torch.no_grad():
+        expected = model.proj(x).abs().mean(dim=(0, 1))
+    torch.testing.assert_close(result.importance, expected)
+    assert (result.mapping, result.layer) == ("layer", "proj")
+    # The recurrent layer reads the projection's output, captured in the forward pass.
+    on_rnn = DeepACTIF(model, mapping="gated").attribute(x)
+    with torch.no_grad():
+        direct = _recurrent_scores(model.rnn, model.proj(x), None, "gated", "l2")
+    torch.testing.assert_close(on_rnn.importance, direct.abs().mean(dim=(0, 1)))
+    with pytest.raises(LayerError, match="wide"):
+        DeepACTIF(model, layer="wide").attribute(x)
+    with pytest.raises(ValueError, match="mapping"):
+        DeepACTIF(model, layer="proj", mapping="gated").attribute(x)
+
+
+def test_bad_inputs_raise_one_clear_error(state_guard: Any) -> None:
+    model = classifier("lstm")
+    check = state_guard(model)
+    explainer = DeepACTIF(model)
+    with pytest.raises(InputError, match=r"\(B, T, F\)"):
+        explainer.attribute(sequences()[0])
+    with pytest.raises(TypeError, match="inputs"):
+        explainer.attribute(sequences().numpy())  # type: ignore[arg-type]
+    bad = sequences()
+    bad[1, 2, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        explainer.attribute(bad)
+    with pytest.raises(InputError, match="length zero"):
+        explainer.attribute(torch.zeros(B, 0, F, dtype=torch.float64))
+    empty = MASK.clone()
+    empty[2] = False
+    with pytest.raises(InputError, match=r"length zero \(samples \[2\]\)"):
+        explainer.attribute(sequences(), empty)
+    with pytest.raises(InputError, match="mask"):
+        explainer.attribute(sequences(), MASK[:, :3])
+    with pytest.raises(LayerError, match="input_size=4"):
+        explainer.attribute(sequences(features=3))
+    with pytest.raises(LayerError, match=r"no nn\.LSTM"):
+        DeepACTIF(nn.Sequential(nn.Linear(F, F))).attribute(sequences())
+    with pytest.raises(LayerError, match="does not exist"):
+        DeepACTIF(model, layer="nope").attribute(sequences())
+    with pytest.raises(ValueError, match="aggregation"):
+        DeepACTIF(model, aggregation="median")
+    with pytest.raises(ValueError, match="mapping"):
+        DeepACTIF(model, mapping="attention")
+    check()
+
+
+# -- the baselines --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", RANKING_METHODS)
+def test_feature_ranking_every_method_leaves_the_model_unchanged(
+    method: str, state_guard: Any
+) -> None:
+    model = classifier("lstm").train()  # eval mode for the call, then restored
+    check = state_guard(model)
+    x = sequences()
+    options = {"n_steps": 8, "n_samples": 4} if method in ("ig", "shap") else {}
+    result = feature_ranking(model, x, method, mask=MASK, **options)
+    check()
+    assert result.method == method and result.importance.shape == (F,)
+    assert result.per_sample.shape == (B, F)
+    assert torch.isfinite(result.importance).all()
+    with pytest.raises(TargetError):
+        feature_ranking(model, x, method if method != "deepactif" else "ig", target=7)
+    check()
+
+
+def test_deeplift_on_an_lstm_is_gradient_times_input() -> None:
+    """Captum's DeepLift rescales only module nonlinearities; an LSTM's gates are functional."""
+    model = classifier("lstm")
+    x = sequences()
+    result = feature_ranking(model, x, "deeplift", target=1)
+    inputs = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(inputs)[:, 1].sum(), inputs)
+    torch.testing.assert_close(result.importance, (grad * x).abs().mean(dim=(0, 1)))
+
+
+def test_ablation_is_the_logit_drop_of_each_zeroed_feature() -> None:
+    model = classifier("gru")
+    x = sequences()
+    result = feature_ranking(model, x, "ablation", target=0)
+    with torch.no_grad():
+        full = model(x)[:, 0]
+        expected = torch.zeros(B, F, dtype=torch.float64)
+        for f in range(F):
+            ablated = x.clone()
+            ablated[:, :, f] = 0
+            expected[:, f] = (full - model(ablated)[:, 0]).abs()
+    torch.testing.assert_close(result.per_sample, expected)
+
+
+# -- the zoo --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("readout", ["last", "mean"])
+def test_classifier_mask_equals_truncated_sequences(readout: str) -> None:
+    model = classifier("bilstm", readout=readout)
+    x = sequences()
+    with torch.no_grad():
+        batched = model(x, MASK)
+        for b in range(B):
+            alone = model(x[b : b + 1, : int(LENGTHS[b])])
+            torch.testing.assert_close(batched[b : b + 1], alone)
+
+
+def test_informative_features_found_on_a_trained_lstm() -> None:
+    from leanxai.data.timeseries import make_informative_series
+
+    train = make_informative_series(160, seed=0, length=16)
+    test = make_informative_series(160, seed=1, length=16)
+    model = train_recurrent(train.inputs, train.labels, "lstm", seed=0, epochs=8, hidden=16)
+    result = DeepACTIF(model, mapping="input_term", aggregation="mean").attribute(train.inputs)
+    assert train.informative is not None
+    found = set(result.top(len(train.informative)).tolist()) & set(train.informative)
+    assert len(found) >= len(train.informative) - 1, (result.ranking, train.informative)
+    top = result.top(2).tolist()
+    assert retrain_on_features(
+        train.inputs, train.labels, test.inputs, test.labels, top, epochs=8, hidden=16
+    ) > retrain_on_features(
+        train.inputs,
+        train.labels,
+        test.inputs,
+        test.labels,
+        [f for f in range(8) if f not in train.informative][:2],
+        epochs=8,
+        hidden=16,
+    )
+
+
+def test_load_recurrent_model_caches_the_weights(tmp_path: Any) -> None:
+    from leanxai.zoo.recurrent import load_recurrent_model
+
+    model, metadata = load_recurrent_model("synthetic", "gru", cache_dir=tmp_path)
+    assert metadata["test_accuracy"] > 0.9 and metadata["kind"] == "gru"
+    assert len(list(tmp_path.glob("recurrent-synthetic-gru-s0-*.safetensors"))) == 1
+    cached, again = load_recurrent_model("synthetic", "gru", cache_dir=tmp_path)
+    assert again["weights_sha256"] == metadata["weights_sha256"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(cached.state_dict()[key], value)
+    with pytest.raises(ValueError, match="name"):
+        load_recurrent_model("mnist")
