@@ -32,6 +32,7 @@ def tiny_routing():
         tiers=tiers,
         router=router,
         escalate=0.6,
+        escalate_tau=0.3,
         classes=("circle", "square", "triangle", "cross"),
         input_size=[3, 32, 32],
         metadata={"n_router": 60},

@@ -38,7 +38,7 @@ def fitted_router(outputs):
 
 
 def test_outputs_are_each_tier_on_each_input(setup):
-    tiers, x, y, outputs = setup
+    tiers, x, _, outputs = setup
     assert outputs.probabilities.shape == (40, 3, 3)
     with torch.no_grad():
         expected = torch.softmax(tiers[1](x), 1).numpy()

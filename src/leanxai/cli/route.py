@@ -60,15 +60,16 @@ def train(dataset: str, cache_dir: str | None, retrain: bool) -> None:
     meta = routing.metadata
     click.echo(
         f"{dataset}: router trained on {meta.get('n_router', '?')} inputs the tiers never saw "
-        f"(labels per tier {meta.get('label_counts', '?')}); operating point tau="
-        f"{routing.router.tau:g}, escalate={routing.escalate}"
+        f"(labels per tier {meta.get('label_counts', '?')}); operating points: tau="
+        f"{routing.router.tau:g} alone, tau={routing.escalate_tau} with escalate="
+        f"{routing.escalate}"
     )
 
 
 def _format_table(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['dataset']}: {result['n']} held-out inputs; tau={result['tau']:g}, "
-        f"escalate={result['escalate']}",
+        f"{result['dataset']}: {result['n']} held-out inputs; tau={result['tau']:g}; with "
+        f"escalation tau={result['escalate_tau']}, escalate={result['escalate']}",
         f"{'policy':34} {'accuracy':>8} {'MFLOPs':>8} {'vs HEAVY':>8} {'ms b1':>7} {'ms b32':>7}"
         "  tier mix (T/L/M/H)",
     ]

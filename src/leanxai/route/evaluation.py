@@ -333,13 +333,14 @@ def evaluate_policies(
     *,
     tau: float | None = None,
     escalate: float | None = None,
+    escalate_tau: float | None = None,
     seed: int = 0,
 ) -> list[PolicyResult]:
     """Every policy of the module docstring on held-out ``outputs``.
 
-    The router's operating point (``tau``, default ``router.tau``, and ``escalate``) gives the
-    rows named ``router`` and ``router+escalate``; curves sweep :data:`TAUS` and
-    :data:`THRESHOLDS` (``extra["curve"] = True``).
+    The router's operating point (``tau``, default ``router.tau``) gives the row ``router``;
+    ``escalate`` with ``escalate_tau`` (default ``tau``) the row ``router+escalate``; curves
+    sweep :data:`TAUS` and :data:`THRESHOLDS` (``extra["curve"] = True``).
     """
     n, n_tiers, _ = outputs.probabilities.shape
     names = list(TIERS) if n_tiers == len(TIERS) else [str(t) for t in range(n_tiers)]
@@ -369,7 +370,9 @@ def evaluate_policies(
         _result(outputs, "router", "router", operating, prediction, tier, flops, routed_at_point)
     )
     if escalate is not None:
-        prediction, tier, flops = simulate(outputs, routed_at_point, escalate=escalate)
+        escalate_at = operating if escalate_tau is None else escalate_tau
+        routed_escalating = _route_from(sufficiency, escalate_at)
+        prediction, tier, flops = simulate(outputs, routed_escalating, escalate=escalate)
         row = _result(
             outputs,
             "router+escalate",
@@ -378,12 +381,12 @@ def evaluate_policies(
             prediction,
             tier,
             flops,
-            routed_at_point,
+            routed_escalating,
         )
-        row.extra["tau"] = operating
+        row.extra["tau"] = escalate_at
         results.append(row)
         for value in THRESHOLDS:
-            prediction, tier, flops = simulate(outputs, routed_at_point, escalate=value)
+            prediction, tier, flops = simulate(outputs, routed_escalating, escalate=value)
             row = _result(
                 outputs,
                 f"router+escalate c={value:g}",
@@ -392,9 +395,9 @@ def evaluate_policies(
                 prediction,
                 tier,
                 flops,
-                routed_at_point,
+                routed_escalating,
             )
-            row.extra.update(curve=True, tau=operating)
+            row.extra.update(curve=True, tau=escalate_at)
             results.append(row)
     for value in THRESHOLDS:
         prediction, tier, flops = simulate(
@@ -405,7 +408,7 @@ def evaluate_policies(
         results.append(row)
     mix = np.bincount(routed_at_point, minlength=n_tiers) / n
     rng = np.random.default_rng(seed)
-    drawn = rng.choice(n_tiers, size=n, p=mix)
+    drawn = np.asarray(rng.choice(n_tiers, size=n, p=mix), dtype=np.int64)
     prediction, tier, flops = simulate(outputs, drawn)
     results.append(
         _result(outputs, "random (router's mix)", "random", None, prediction, tier, flops, drawn)
@@ -459,6 +462,7 @@ def pipelines(
     tau: float,
     escalate: float | None,
     cascade_threshold: float | None,
+    escalate_tau: float | None = None,
 ) -> dict[str, Callable[[torch.Tensor], Any]]:
     """The runnable pipeline behind each policy, for :func:`measure_latency`."""
     result: dict[str, Callable[[torch.Tensor], Any]] = {}
@@ -476,7 +480,11 @@ def pipelines(
     result["router"] = RoutedClassifier(tiers[0], tiers[1:], router, tau=tau).predict
     if escalate is not None:
         result["router+escalate"] = RoutedClassifier(
-            tiers[0], tiers[1:], router, tau=tau, escalate=escalate
+            tiers[0],
+            tiers[1:],
+            router,
+            tau=tau if escalate_tau is None else escalate_tau,
+            escalate=escalate,
         ).predict
     if cascade_threshold is not None:
         result["cascade"] = ConfidenceCascade(tiers, cascade_threshold).predict

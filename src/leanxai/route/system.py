@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 DATASETS: tuple[str, ...] = ("mnist", "shapes")
 """Data sets with built-in tiers; the first is the default."""
 
-ROUTER_VERSION = "v1"
+ROUTER_VERSION = "v2"
 _ROUTER_SEED_OFFSET = 2_000_003
 _SHAPES_ROUTER_N = 3000
 
@@ -61,7 +61,10 @@ class Routing:
     router
         Fitted, with ``tau`` at the operating point.
     escalate
-        The escalation threshold of the operating point, or ``None``.
+        The escalation threshold of the escalating operating point, or ``None``.
+    escalate_tau
+        The router's ``tau`` at that operating point (``router.tau`` is the best ``tau``
+        without escalation).
     classes
         Class names.
     input_size
@@ -77,6 +80,7 @@ class Routing:
     tiers: list[nn.Module]
     router: TierRouter
     escalate: float | None
+    escalate_tau: float | None
     classes: tuple[str, ...]
     input_size: list[int]
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -99,12 +103,15 @@ class Routing:
 
     def classifier(self, *, escalate: bool = True) -> RoutedClassifier:
         """The routed classifier at the operating point (with escalation unless turned off)."""
-        return RoutedClassifier(
-            self.tiers[0],
-            self.tiers[1:],
-            self.router,
-            escalate=self.escalate if escalate else None,
-        )
+        if escalate and self.escalate is not None:
+            return RoutedClassifier(
+                self.tiers[0],
+                self.tiers[1:],
+                self.router,
+                tau=self.escalate_tau,
+                escalate=self.escalate,
+            )
+        return RoutedClassifier(self.tiers[0], self.tiers[1:], self.router)
 
 
 def routing_split(dataset: str) -> tuple[Any, Any]:
@@ -127,7 +134,8 @@ def train_router(
     """Fit a router on ``outputs`` and choose its operating point there; see
     :func:`~leanxai.route.evaluation.choose_operating_point`."""
     router = TierRouter(random_state=seed, n_tiers=outputs.probabilities.shape[1])
-    tau, escalate = choose_operating_point(router, outputs, max_drop=max_drop, seed=seed)
+    tau, _ = choose_operating_point(router, outputs, max_drop=max_drop, seed=seed, escalate=False)
+    escalate_tau, escalate = choose_operating_point(router, outputs, max_drop=max_drop, seed=seed)
     router.set_params(tau=tau)
     router.fit(outputs.features, outputs.oracle_tiers)
     return (
@@ -135,6 +143,7 @@ def train_router(
         escalate,
         {
             "tau": tau,
+            "escalate_tau": escalate_tau,
             "escalate": escalate,
             "max_drop": max_drop,
             "n_router": len(outputs),
@@ -169,7 +178,7 @@ def load_routing(
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     loaded = load_tiers(dataset, cache_dir, progress=progress)
-    tiers = [model for model, _ in loaded.values()]
+    tiers: list[nn.Module] = [model for model, _ in loaded.values()]
     first = next(iter(loaded.values()))[1]
     path = _cache_directory(cache_dir) / f"router_{dataset}-{ROUTER_VERSION}.safetensors"
     router: TierRouter | None = None
@@ -199,11 +208,13 @@ def load_routing(
         except OSError as error:
             logger.warning("could not write the router cache %s: %s", path, error)
     escalate = metadata.get("escalate")
+    escalate_tau = metadata.get("escalate_tau")
     return Routing(
         dataset=dataset,
         tiers=tiers,
         router=router,
         escalate=None if escalate is None else float(escalate),
+        escalate_tau=None if escalate_tau is None else float(escalate_tau),
         classes=tuple(first["classes"]),
         input_size=list(first["input_size"]),
         metadata=metadata,
@@ -239,7 +250,11 @@ def evaluate_routing(
     _, test = routing_split(routing.dataset)
     outputs = collect_outputs(routing.tiers, test.images, test.labels, progress=progress)
     results = evaluate_policies(
-        routing.router, outputs, tau=routing.router.tau, escalate=routing.escalate
+        routing.router,
+        outputs,
+        tau=routing.router.tau,
+        escalate=routing.escalate,
+        escalate_tau=routing.escalate_tau,
     )
     rows = [r for r in results if not r.extra.get("curve")]
     by_name = {r.name: r for r in rows}
@@ -259,6 +274,7 @@ def evaluate_routing(
             routing.router,
             tau=float(routing.router.tau),
             escalate=routing.escalate,
+            escalate_tau=routing.escalate_tau,
             cascade_threshold=cascade_rows[-1].parameter if cascade_rows else None,
         )
         times = measure_latency(runs, test.images, max_items=latency_items)
@@ -272,6 +288,7 @@ def evaluate_routing(
         "n": len(outputs),
         "tau": float(routing.router.tau),
         "escalate": routing.escalate,
+        "escalate_tau": routing.escalate_tau,
         "tier_flops": outputs.tier_flops.tolist(),
         "probe_flops": outputs.probe_flops,
         "policies": [r.to_dict() for r in rows],
