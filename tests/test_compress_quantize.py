@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from leanxai.compress import (
+    DEFAULT_CRITERION,
+    DEFAULT_SPARSITY,
     compress,
     dequantize,
     mixed_precision_plan,
@@ -154,13 +156,13 @@ def test_compress_defaults_and_options():
     model = mlp()
     inputs = torch.randn(16, 6)
     default = compress(model, inputs)
-    assert default.plan is not None and default.plan.criterion == "relevance"
-    assert default.metadata["prune"] == "relevance"
-    assert default.plan.achieved_sparsity == pytest.approx(0.7, abs=0.02)
+    assert default.plan is not None and default.plan.criterion == DEFAULT_CRITERION
+    assert default.metadata["prune"] == DEFAULT_CRITERION
+    assert default.plan.achieved_sparsity == pytest.approx(DEFAULT_SPARSITY, abs=0.02)
     magnitude = compress(model, prune="magnitude", sparsity=0.5, bits=8)
     assert magnitude.plan is not None and magnitude.plan.criterion == "magnitude"
     assert all([g.bits for g in q.groups] == [8] for q in magnitude.weights.values())
-    pruned_only = compress(model, inputs, bits=None)
+    pruned_only = compress(model, inputs, bits=None, sparsity=0.7)
     assert pruned_only.weights == {}
     assert sparsity(pruned_only.model) == pytest.approx(0.7, abs=0.02)
     with pytest.raises(ValueError, match="calibration inputs"):

@@ -43,9 +43,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Criterion: TypeAlias = Literal["relevance", "signed_relevance", "magnitude", "random"]
-CRITERIA: tuple[str, ...] = ("relevance", "signed_relevance", "magnitude", "random")
-"""Scores :func:`weight_scores` computes; ``"relevance"`` is the default criterion."""
+Criterion: TypeAlias = Literal[
+    "relevance_magnitude", "relevance", "signed_relevance", "magnitude", "random"
+]
+CRITERIA: tuple[str, ...] = (
+    "relevance_magnitude",
+    "relevance",
+    "signed_relevance",
+    "magnitude",
+    "random",
+)
+"""Scores :func:`weight_scores` computes (see :data:`leanxai.compress.DEFAULT_CRITERION`)."""
 
 METHODS: tuple[str, ...] = ("nonpositive", "sparsity")
 """Pruning methods of :func:`plan_pruning`."""
@@ -198,11 +206,14 @@ def weight_scores(
         The model; left unchanged.
     inputs : torch.Tensor, optional
         Calibration inputs, needed by the relevance criteria.
-    criterion : {"relevance", "signed_relevance", "magnitude", "random"}, default "relevance"
-        ``"relevance"``: LRP relevance summed over samples as ``sum |a_i w_ij s_j|``, how much
-        relevance flows through the weight (see :func:`~leanxai.compress.weight_relevance` with
-        ``absolute=True``); a planning measurement found it a better pruning criterion than
-        magnitude. ``"signed_relevance"``: the signed sum, the paper's quantity. ``"magnitude"``:
+    criterion : str, default "relevance"
+        ``"relevance_magnitude"``: the absolute relevance below times ``|w|``, i.e.
+        ``|w_ij|^2 sum |a_i| |s_j|``: relevance tempered by magnitude, the best relevance-guided
+        criterion of ``benchmarks/compression.py`` (the default of
+        :func:`~leanxai.compress.compress`). ``"relevance"``: LRP relevance summed over samples
+        as ``sum |a_i w_ij s_j|``, how much relevance flows through the weight (see
+        :func:`~leanxai.compress.weight_relevance` with ``absolute=True``).
+        ``"signed_relevance"``: the signed sum, the paper's quantity. ``"magnitude"``:
         ``|w|``. ``"random"``: uniform noise from ``seed``, a baseline. ``target="all"`` with a
         relevance criterion gives all-class relevance.
     target, rule, epsilon, gamma, batch_size, skip_unsupported
@@ -216,10 +227,10 @@ def weight_scores(
         Weight parameter name -> scores of the weight's shape, in forward (relevance) or module
         order.
     """
-    if criterion in ("relevance", "signed_relevance"):
+    if criterion in ("relevance", "signed_relevance", "relevance_magnitude"):
         if inputs is None:
             raise ValueError(f"criterion={criterion!r} needs calibration inputs; got inputs=None")
-        return weight_relevance(
+        relevance = weight_relevance(
             model,
             inputs,
             target,
@@ -227,9 +238,16 @@ def weight_scores(
             epsilon=epsilon,
             gamma=gamma,
             batch_size=batch_size,
-            absolute=criterion == "relevance",
+            absolute=criterion != "signed_relevance",
             skip_unsupported=skip_unsupported,
         )
+        if criterion == "relevance_magnitude":
+            weights = dict(model.named_parameters())
+            return {
+                name: value * weights[name].detach().abs().to(value.dtype)
+                for name, value in relevance.items()
+            }
+        return relevance
     weights = prunable_weights(model)
     if criterion == "magnitude":
         return {name: weight.detach().abs().clone() for name, weight in weights.items()}

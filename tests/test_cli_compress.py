@@ -1,0 +1,193 @@
+"""``leanxai compress`` through click's CliRunner: it writes a file that loads back, and fails in
+one line on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+from leanxai.cli.main import main
+from leanxai.compress import load_compressed
+
+SPEC = "py:leanxai_cli_compress_models:tiny_mlp"
+
+MODULE = """
+from torch import nn
+
+
+def tiny_mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def tiny_cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+"""
+
+
+@pytest.fixture(autouse=True)
+def factories(tmp_path_factory, monkeypatch):
+    folder = tmp_path_factory.mktemp("factories")
+    (folder / "leanxai_cli_compress_models.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+
+
+def tiny_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "mlp.safetensors"
+    save_file(tiny_mlp().state_dict(), str(path))
+    return path
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "inputs.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32))
+    return path
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(main, ["compress", *args], catch_exceptions=False)
+
+
+def test_compress_writes_a_file_that_loads_back(tmp_path, weights, data):
+    out = tmp_path / "small.safetensors"
+    result = run(
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--finetune-steps",
+        "5",
+    )
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+    assert f"compressed: {out.stat().st_size} bytes" in result.output
+    assert "original (float32 safetensors):" in result.output
+    model = load_compressed(out)
+    assert model(torch.zeros(2, 6)).shape == (2, 3)
+    zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if n.endswith("weight"))
+    assert zeros >= 0.4 * (6 * 16 + 16 * 3)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--prune", "nonpositive", "--bits", "8"],
+        ["--prune", "magnitude", "--sparsity", "0.9", "--bits", "none"],
+        ["--prune", "none", "--bits", "16,8"],
+        ["--rule", "zplus", "--bits", "8,2", "--finetune-steps", "0"],
+    ],
+)
+def test_options(tmp_path, weights, data, options):
+    out = tmp_path / "small.safetensors"
+    result = run(
+        "--model", SPEC, "--weights", str(weights), "--data", str(data), "--out", str(out), *options
+    )
+    assert result.exit_code == 0, result.output
+    assert load_compressed(out)(torch.zeros(1, 6)).shape == (1, 3)
+
+
+def test_image_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_text("not an image")
+    out = tmp_path / "cnn.safetensors"
+    result = CliRunner().invoke(
+        main,
+        [
+            "compress",
+            "--model",
+            "py:leanxai_cli_compress_models:tiny_cnn",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+            "--size",
+            "16",
+            "--finetune-steps",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path, weights, data):
+    out = tmp_path / "small.safetensors"
+    out.write_bytes(b"keep me")
+    args = ["--model", SPEC, "--weights", str(weights), "--data", str(data), "--out", str(out)]
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "exist" in result.output and len(result.output.strip().splitlines()) == 1
+    assert out.read_bytes() == b"keep me"
+    result = run(*args, "--overwrite", "--finetune-steps", "0")
+    assert result.exit_code == 0, result.output
+    assert load_compressed(out)(torch.zeros(1, 6)).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--data": "missing.npy"}, "no such file"),
+        ({"--bits": "eight"}, "not BITS"),
+        ({"--bits": "9,3"}, "bits"),
+        ({"--model": "py:leanxai_cli_compress_models:nothing"}, "nothing"),
+    ],
+)
+def test_one_line_errors(tmp_path, weights, data, change, message):
+    args = {
+        "--model": SPEC,
+        "--weights": str(weights),
+        "--data": str(data),
+        "--out": str(tmp_path / "o.safetensors"),
+    }
+    args.update({k: str(tmp_path / v) if v.endswith(".npy") else v for k, v in change.items()})
+    result = run(*[x for pair in args.items() for x in pair])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
+    assert message in result.output
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_bad_data_and_output_paths(tmp_path, weights, data):
+    base = ["--model", SPEC, "--weights", str(weights)]
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not numpy")
+    result = run(*base, "--data", str(bad), "--out", str(tmp_path / "o.safetensors"))
+    assert result.exit_code == 1 and "not a readable .npy" in result.output
+    wrong_shape = tmp_path / "wrong.npy"
+    np.save(wrong_shape, np.zeros((4, 7), dtype=np.float32))
+    result = run(*base, "--data", str(wrong_shape), "--out", str(tmp_path / "o.safetensors"))
+    assert result.exit_code == 1 and result.output.startswith("error:")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = run(*base, "--data", str(data), "--out", str(blocker / "o.safetensors"))
+    assert result.exit_code == 1 and "not a folder" in result.output
+    result = run(*base, "--data", str(data), "--out", str(tmp_path))
+    assert result.exit_code == 1 and "folder" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run(*base, "--data", str(empty), "--out", str(tmp_path / "o.safetensors"))
+    assert result.exit_code == 1 and "no readable image" in result.output
