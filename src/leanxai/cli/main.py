@@ -373,6 +373,7 @@ def benchmark(
 
 
 # Subcommand groups in their own modules register themselves on ``main``.
+from leanxai.cli import attribute as _attribute  # noqa: E402, F401
 from leanxai.cli import compress as _compress  # noqa: E402, F401
 from leanxai.cli import route as _route  # noqa: E402
 

@@ -779,10 +779,19 @@ def _cudnn_disabled() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's and NumPy's global generators for the block, then restore both: Captum's
+    ``GradientShap`` draws its interpolation points with ``np.random.uniform``."""
+    import numpy as np
+
     devices = [device.index or 0] if device.type == "cuda" else []
+    state = np.random.get_state()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        yield
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -852,7 +861,8 @@ def feature_ranking(
     internal_batch_size
         Integrated Gradients' scaled inputs per pass (``None``: all at once).
     seed
-        Seed of GradientSHAP's sampling (the global generators are restored afterwards).
+        Seed of GradientSHAP's sampling (torch's and NumPy's global generators are seeded for
+        the call and restored afterwards, so the ranking is reproducible).
     **options
         Passed to :class:`DeepACTIF` (``method="deepactif"`` only).
 
