@@ -253,7 +253,7 @@ def _result(
         accuracy=float((prediction == outputs.labels).mean()),
         mean_flops=mean_flops,
         relative_flops=mean_flops / float(outputs.tier_flops[-1]),
-        tier_mix=np.bincount(tier, minlength=n_tiers).astype(float).__truediv__(len(tier)).tolist(),
+        tier_mix=(np.bincount(tier, minlength=n_tiers) / len(tier)).tolist(),
         n=len(outputs),
         routing_accuracy=(
             None if routed is None else float((routed == outputs.oracle_tiers).mean())
