@@ -94,12 +94,16 @@ def verdict(result: dict[str, Any]) -> list[str]:
             out.append("  No cascade threshold reaches its accuracy.")
         else:
             ratio = match["mean_flops"] / row["mean_flops"]
-            winner = name if ratio > 1 else "the cascade"
+            if abs(ratio - 1) < 0.01:
+                outcome = "they spend the same FLOPs"
+            elif ratio > 1:
+                outcome = f"{name} spends fewer FLOPs (cascade / {name} = {ratio:.2f}x)"
+            else:
+                outcome = f"the cascade spends fewer FLOPs ({name} / cascade = {1 / ratio:.2f}x)"
             out.append(
                 f"  The cascade matches that accuracy ({match['accuracy']:.4f}) at threshold "
                 f"{match['parameter']:g} with {match['relative_flops']:.1%} of HEAVY's FLOPs: "
-                f"{winner} spends fewer FLOPs ({'cascade' if ratio > 1 else name} / "
-                f"{'router' if ratio > 1 else 'cascade'} = {max(ratio, 1 / ratio):.2f}x)."
+                f"{outcome}."
             )
     return out
 
