@@ -72,10 +72,19 @@ def test_mixed_shapes_is_deterministic_and_mixed() -> None:
     assert data.images.shape == (31, 3, 32, 32) and data.masks.shape == (31, 32, 32)
     assert data.labels.shape == (31,) and len(data.difficulty) == 31
     assert torch.equal(data.images, again.images) and data.difficulty == again.difficulty
-    assert sorted(data.difficulty.count(d) for d in DIFFICULTIES) == [10, 10, 11]
-    assert len(set(data.difficulty[:10])) > 1  # shuffled
+    # Ten bins at severities 0.05 ... 0.95, the first one of 4 images, the rest of 3.
+    levels = sorted(data.severity.tolist())
+    assert levels.count(levels[0]) == 4 and len(set(levels)) == 10
+    assert levels[0] == pytest.approx(0.05) and levels[-1] == pytest.approx(0.95)
+    assert [data.difficulty.count(d) for d in DIFFICULTIES] == [10, 12, 9]
+    assert data.severity[:10].unique().numel() > 1  # shuffled
     for name, level in zip(data.difficulty, data.severity.tolist(), strict=True):
-        assert level == DIFFICULTIES.index(name) / 2
+        assert DIFFICULTIES.index(name) == min(int(3 * level), 2)
+    # Harder images are busier: less of the image is the flat gradient background.
+    easy = data.images[data.severity < 0.2]
+    hard = data.images[data.severity > 0.8]
+    roughness = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean()  # noqa: E731
+    assert roughness(hard) > roughness(easy)
     other = mixed_shapes(31, seed=4, size=32)
     assert not torch.equal(data.images, other.images)
 
