@@ -20,6 +20,7 @@ the same set get the same accuracy for a seed (training is deterministic on one 
 
     python benchmarks/deepactif.py            # full run (~15 min on one CPU thread)
     python benchmarks/deepactif.py --quick    # 2 data sets, LSTM, 2 seeds (~1-2 min)
+    python benchmarks/deepactif.py --cost-only  # time and memory again, nothing retrained
 
 Output: ``benchmarks/results/deepactif/`` (rankings.csv, retraining.csv, tests.csv,
 recovery.csv, cost.csv) and ``benchmarks/results/deepactif.md`` (the tables).
@@ -539,6 +540,13 @@ def report(
 
     lines += ["## Cost of ranking the whole training set (LSTM)", ""]
     method_text = costs[0]["memory_method"] if costs else ""
+    if getattr(args, "cost_rerun", False):
+        lines += [
+            "Measured again with `python benchmarks/deepactif.py --cost-only` (cost only, on "
+            "the same reference models; the retraining results above are those of the full "
+            "run).",
+            "",
+        ]
     lines += [
         "Time: median of interleaved repeats in one process, one thread (KernelSHAP: one call"
         f"{', extrapolated linearly from a subset' if args.quick else ''}). KernelSHAP: "
@@ -725,6 +733,20 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     )
 
 
+def cost_only(folder: Path) -> None:
+    """Time and measure again, with an earlier run's settings; write cost.csv only."""
+    settings = json.loads((folder / "settings.json").read_text())
+    datasets = settings["datasets"]
+    repeats, kernel_limit = (3, 40) if settings["quick"] else (5, None)
+    costs = time_all(datasets, repeats, kernel_limit)
+    memory = memory_all(datasets, kernel_limit)
+    for c in costs:
+        c.update(memory[(c["dataset"], c["method"])])
+    write_csv(folder / "cost.csv", costs)
+    settings["cost_rerun"] = True
+    (folder / "settings.json").write_text(json.dumps(settings))
+
+
 def redo(methods: list[str], folder: Path) -> None:
     """Rank again with ``methods`` on the models of an earlier run and retrain their cells,
     reusing that run's scores for feature sets already trained; other rows are kept."""
@@ -772,6 +794,12 @@ def main() -> None:
         help="comma-separated methods (e.g. SHAP) to rank and retrain again in an earlier run's "
         "results, keeping the other rows",
     )
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="time and measure memory again (cost.csv) on an earlier run's data sets and "
+        "reference models, then rebuild the tables; rankings and retraining are kept",
+    )
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--kernel-limit", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -784,11 +812,14 @@ def main() -> None:
     folder = args.out / "deepactif"
     if args.redo:
         redo([m.strip() for m in args.redo.split(",") if m.strip()], folder)
+    elif args.cost_only:
+        cost_only(folder)
     elif not args.report_only:
         run(args, folder)
     settings = json.loads((folder / "settings.json").read_text())
     args.quick = settings["quick"]
     args.redone = settings.get("redone", [])
+    args.cost_rerun = settings.get("cost_rerun", False)
     source = variant(da.DEFAULT_MAPPING, da.DEFAULT_AGGREGATION)
     retrain = alias_default(read_csv(folder / "retraining.csv"), source)
     ranked = alias_default(read_csv(folder / "rankings.csv"), source)

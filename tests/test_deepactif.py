@@ -190,6 +190,121 @@ def test_input_term_literal_with_both_directions() -> None:
     torch.testing.assert_close(_recurrent_scores(module, x, None, "input_term", "l2"), expected)
 
 
+def loop_scores(
+    module: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor | None, mapping: str, norm: str
+) -> torch.Tensor:
+    """The gated and candidate mappings step by step, one time step and direction at a time,
+    from the first layer's weights, in ``x``'s dtype (the implementation before the mappings
+    were vectorised over time). At a masked step the state is carried over and the score is 0."""
+    gates = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}[module.mode]
+    batch, steps, _ = x.shape
+    total = torch.zeros_like(x)
+    for reverse in (False, True)[: 2 if module.bidirectional else 1]:
+        suffix = "_l0" + ("_reverse" if reverse else "")
+
+        def get(name: str, suffix: str = suffix) -> torch.Tensor | None:
+            value = getattr(module, name + suffix, None)
+            return None if value is None else value.detach().to(x.dtype)
+
+        w_ih, w_hh, b_ih, b_hh, w_hr = (
+            get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        )
+        assert w_ih is not None and w_hh is not None
+        hidden = module.hidden_size
+        h = x.new_zeros(batch, w_hh.shape[1])
+        c = x.new_zeros(batch, hidden)
+        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+            x_t = x[:, t]  # (B, F)
+            gi = nn.functional.linear(x_t, w_ih, b_ih)
+            gh = nn.functional.linear(h, w_hh, b_hh)
+            c_new = c
+            if module.mode == "LSTM":
+                i, f, g, o = (gi + gh).chunk(4, dim=1)
+                i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+                c_new = f * c + i * g
+                tanh_c = c_new.tanh()
+                h_new = o * tanh_c
+                dc = o * (1 - tanh_c**2)
+                a_g = dc * i * (1 - g**2)
+                zero = torch.zeros_like(a_g)
+                a_i, a_f, a_o = dc * g * i * (1 - i), dc * c * f * (1 - f), tanh_c * o * (1 - o)
+                coefficients = (
+                    torch.cat([a_i, a_f, a_g, a_o], 1)
+                    if mapping == "gated"
+                    else torch.cat([zero, zero, a_g, zero], 1)
+                )
+                if w_hr is not None:
+                    h_new = nn.functional.linear(h_new, w_hr)
+            elif module.mode == "GRU":
+                gi_r, gi_z, gi_n = gi.chunk(3, dim=1)
+                gh_r, gh_z, gh_n = gh.chunk(3, dim=1)
+                r, z = (gi_r + gh_r).sigmoid(), (gi_z + gh_z).sigmoid()
+                n = (gi_n + r * gh_n).tanh()
+                h_new = (1 - z) * n + z * h
+                a_n = (1 - z) * (1 - n**2)
+                zero = torch.zeros_like(a_n)
+                coefficients = (
+                    torch.cat([a_n * gh_n * r * (1 - r), (h - n) * z * (1 - z), a_n], 1)
+                    if mapping == "gated"
+                    else torch.cat([zero, zero, a_n], 1)
+                )
+            else:
+                pre = gi + gh
+                h_new = pre.tanh() if module.mode == "RNN_TANH" else pre.relu()
+                coefficients = 1 - h_new**2 if module.mode == "RNN_TANH" else (pre > 0).to(x.dtype)
+            jacobian = coefficients[:, :, None] * w_ih[None]  # (B, G*H, F)
+            jacobian = jacobian.view(batch, gates, hidden, -1).sum(dim=1)  # (B, H, F)
+            if w_hr is not None:
+                jacobian = torch.einsum("ph,bhf->bpf", w_hr, jacobian)
+            step = x_t.abs() * jacobian.norm(p=2 if norm == "l2" else 1, dim=1)  # (B, F)
+            if mask is not None:
+                valid = mask[:, t, None]
+                h_new, c_new = torch.where(valid, h_new, h), torch.where(valid, c_new, c)
+                step = step * valid
+            h, c = h_new, c_new
+            total[:, t] += step
+    return total
+
+
+HOLES = torch.tensor(  # (B, T): valid steps with gaps, not a prefix
+    [[True, False, True, True, False, True], [False, True, True, False, False, False],
+     [True, True, False, False, True, False]]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(RECURRENT))
+@pytest.mark.parametrize("mapping", ["gated", "candidate"])
+def test_vectorised_mappings_equal_the_step_by_step_loop(name: str, mapping: str) -> None:
+    torch.manual_seed(2)
+    module = RECURRENT[name]().double().eval()
+    x = sequences(seed=4)
+    for mask in (None, MASK, HOLES):
+        for norm in ("l2", "l1"):
+            ours = _recurrent_scores(module, x, mask, mapping, norm)
+            expected = loop_scores(module, x, mask, mapping, norm)
+            torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-13)
+    # float32 weights and inputs: the same scores to float32 precision.
+    single = RECURRENT[name]().eval()
+    ours = _recurrent_scores(single, x.float(), MASK, mapping, "l2")
+    torch.testing.assert_close(ours, loop_scores(single, x.float(), MASK, mapping, "l2"))
+
+
+def test_vectorised_mapping_over_long_sequences_and_small_blocks(monkeypatch: Any) -> None:
+    # Enough steps for several doubling rounds of the cell-state scan, and blocks of one
+    # sequence each.
+    from leanxai.explainers import deepactif
+
+    monkeypatch.setattr(deepactif, "_JACOBIAN_BLOCK", 70 * H * F)
+    torch.manual_seed(3)
+    module = nn.LSTM(F, H, bidirectional=True, batch_first=True).double().eval()
+    x = sequences(batch=2, steps=70, seed=5)
+    mask = torch.arange(70)[None, :] < torch.tensor([70, 33])[:, None]
+    ours = _recurrent_scores(module, x, mask, "gated", "l2")
+    torch.testing.assert_close(
+        ours, loop_scores(module, x, mask, "gated", "l2"), rtol=1e-10, atol=1e-13
+    )
+
+
 # -- aggregations against a literal float64 reference ---------------------------------------------
 
 
@@ -254,10 +369,20 @@ def test_one_forward_pass_no_backward_and_model_unchanged(state_guard: Any) -> N
         saved["count"] += 1
         return tensor
 
+    finished = {"rnn": 0, "head": 0}
+
+    def done(key: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            finished[key] += 1
+
+        return hook
+
     handles = [
         model.register_forward_pre_hook(counter("model")),
         model.rnn.register_forward_pre_hook(counter("rnn")),
+        model.rnn.register_forward_hook(done("rnn")),
     ]
+    handles += [m.register_forward_hook(done("head")) for m in model.head.modules()]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             result = DeepACTIF(model).attribute(x)
@@ -265,6 +390,9 @@ def test_one_forward_pass_no_backward_and_model_unchanged(state_guard: Any) -> N
         for handle in handles:
             handle.remove()
     assert calls == {"model": 1, "rnn": 1}
+    # The model's forward stops where the LSTM is called: the LSTM's own pass is the fused one
+    # DeepACTIF runs on the captured input, and nothing after it runs.
+    assert finished == {"rnn": 0, "head": 0}
     assert saved["count"] == 0, "an autograd graph was recorded"
     assert result.importance.grad_fn is None and result.per_sample.grad_fn is None
     assert all(p.grad is None for p in model.parameters())

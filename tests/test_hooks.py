@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import tiny_cnn
 from leanxai.core.errors import LayerError
-from leanxai.core.hooks import capture, eval_mode, record_outputs
+from leanxai.core.hooks import capture, eval_mode, input_of, record_outputs
 from leanxai.core.layers import find_head_linear, find_target_layer, resolve_layer
 
 
@@ -98,3 +98,31 @@ def test_layer_resolution():
     assert find_target_layer(model, torch.rand(1, 3, 8, 8, dtype=torch.float64)) == "features"
     assert find_head_linear(model) == "fc"
     assert find_head_linear(nn.Conv2d(1, 1, 1)) is None
+
+
+def test_input_of_stops_at_the_module_and_leaves_no_hook() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+            self.unused = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    model = Net()
+    ran: list[str] = []
+    model.body[2].register_forward_hook(lambda *_: ran.append("last"))
+    x = torch.randn(5, 3)
+    value, reached = input_of(model, "body.2", x)
+    assert reached and ran == []
+    torch.testing.assert_close(value, torch.relu(model.body[0](x)))
+    assert not model.body[2]._forward_pre_hooks
+    # A module the forward never calls: the whole model runs, nothing is returned.
+    assert input_of(model, "unused", x) == (None, False) and ran == ["last"]
+    # An error inside the forward leaves no hook either.
+    with pytest.raises(RuntimeError):
+        input_of(model, "body.2", torch.randn(5, 7))
+    assert not model.body[2]._forward_pre_hooks and not model.unused._forward_pre_hooks
+    with pytest.raises(LayerError, match="does not exist"):
+        input_of(model, "nope", x)

@@ -18,7 +18,7 @@ from torch import nn
 
 from leanxai.core.errors import LayerError
 
-__all__ = ["Capture", "capture", "eval_mode", "record_outputs"]
+__all__ = ["Capture", "capture", "eval_mode", "input_of", "record_outputs"]
 
 
 @dataclass
@@ -134,6 +134,38 @@ class OutputRecord:
     name: str
     module: nn.Module
     shape: tuple[int, ...] | None  # None when the output is not a tensor
+
+
+class _Reached(Exception):
+    """Raised by :func:`input_of`'s pre-hook to stop the forward pass at the module."""
+
+
+def input_of(model: nn.Module, name: str, *args: Any) -> tuple[Any, bool]:
+    """Run ``model(*args)`` up to the module ``name`` and return the first input it receives.
+
+    The forward pass stops when the module is called: neither the module nor anything after it
+    runs. The pre-hook is removed when the call ends, whatever happens.
+
+    Returns
+    -------
+    value, reached
+        The module's first positional input, and whether the module was called at all (when it
+        was not, the whole forward ran and ``value`` is ``None``).
+    """
+    seen: list[Any] = []
+
+    def hook(module: nn.Module, hook_args: Any) -> None:
+        seen.append(hook_args[0] if hook_args else None)
+        raise _Reached
+
+    handle = _module(model, name).register_forward_pre_hook(hook)
+    try:
+        model(*args)
+    except _Reached:
+        return seen[0], True
+    finally:
+        handle.remove()
+    return None, False
 
 
 @contextlib.contextmanager

@@ -15,9 +15,10 @@ Two public verbs:
   the gradient and perturbation baselines (Integrated Gradients, DeepLIFT, GradientSHAP and
   feature ablation, through Captum), each reduced to one score per feature.
 
-:func:`unroll_recurrent` runs an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` step by step from its weights;
-it is the computation the gated mappings read their gate activations from, and the tests check
-it against PyTorch's modules.
+:func:`unroll_recurrent` runs an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` step by step from its weights,
+a literal reference that the tests check against PyTorch's modules. The gated mappings do not
+loop over time: they take every step's previous state from one fused run of the first layer and
+compute all steps' gates at once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from leanxai.core.errors import InputError, LayerError
-from leanxai.core.hooks import capture, eval_mode
+from leanxai.core.hooks import capture, eval_mode, input_of
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
 
@@ -242,71 +243,26 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 
 
 def _step(
-    mode: str, d: _Direction, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, mapping: str | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One step ``(x (B, F), h (B, P), c (B, H)) -> (h', c', J)``.
-
-    ``J`` is ``None`` or ``(B, P, F)``: the local sensitivity of ``h'`` to ``x`` that ``mapping``
-    keeps (the full Jacobian ``dh'/dx`` at fixed ``h, c`` for ``"gated"``, its candidate path for
-    ``"candidate"``).
-    """
+    mode: str, d: _Direction, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step ``(x (B, F), h (B, P), c (B, H)) -> (h', c')`` in PyTorch's equations."""
     gi = _linear(x, d.w_ih, d.b_ih)  # (B, G*H)
     gh = _linear(h, d.w_hh, d.b_hh)  # (B, G*H)
-    coefficients: torch.Tensor | None = None  # (B, G*H): dh'/d(gi), diagonal per gate block
     if mode == "LSTM":
         i, f, g, o = (gi + gh).chunk(4, dim=1)
-        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-        c_new = f * c + i * g
-        tanh_c = c_new.tanh()
-        h_new = o * tanh_c  # (B, H)
-        if mapping is not None:
-            dc = o * (1 - tanh_c**2)  # dh/dc
-            a_g = dc * i * (1 - g**2)
-            if mapping == "gated":
-                a_i = dc * g * i * (1 - i)
-                a_f = dc * c * f * (1 - f)
-                a_o = tanh_c * o * (1 - o)
-                coefficients = torch.cat([a_i, a_f, a_g, a_o], dim=1)
-            else:
-                zero = torch.zeros_like(a_g)
-                coefficients = torch.cat([zero, zero, a_g, zero], dim=1)
+        c_new = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        h_new = o.sigmoid() * c_new.tanh()  # (B, H)
         if d.w_hr is not None:
             h_new = _linear(h_new, d.w_hr, None)  # (B, P)
-    elif mode == "GRU":
+        return h_new, c_new
+    if mode == "GRU":
         gi_r, gi_z, gi_n = gi.chunk(3, dim=1)
         gh_r, gh_z, gh_n = gh.chunk(3, dim=1)
         r, z = (gi_r + gh_r).sigmoid(), (gi_z + gh_z).sigmoid()
         n = (gi_n + r * gh_n).tanh()
-        h_new = (1 - z) * n + z * h
-        c_new = c
-        if mapping is not None:
-            a_n = (1 - z) * (1 - n**2)
-            if mapping == "gated":
-                a_r = a_n * gh_n * r * (1 - r)
-                a_z = (h - n) * z * (1 - z)
-                coefficients = torch.cat([a_r, a_z, a_n], dim=1)
-            else:
-                zero = torch.zeros_like(a_n)
-                coefficients = torch.cat([zero, zero, a_n], dim=1)
-    else:
-        pre = gi + gh
-        if mode == "RNN_TANH":
-            h_new = pre.tanh()
-            derivative = 1 - h_new**2
-        else:
-            h_new = pre.relu()
-            derivative = (pre > 0).to(pre.dtype)
-        c_new = c
-        coefficients = derivative if mapping is not None else None
-    if coefficients is None:
-        return h_new, c_new, None
-    gates = _GATES[mode]
-    batch, hidden = coefficients.shape[0], coefficients.shape[1] // gates
-    jacobian = coefficients[:, :, None] * d.w_ih[None]  # (B, G*H, F)
-    jacobian = jacobian.view(batch, gates, hidden, -1).sum(dim=1)  # (B, H, F)
-    if d.w_hr is not None:
-        jacobian = torch.einsum("ph,bhf->bpf", d.w_hr, jacobian)  # (B, P, F)
-    return h_new, c_new, jacobian
+        return (1 - z) * n + z * h, c
+    pre = gi + gh
+    return (pre.tanh() if mode == "RNN_TANH" else pre.relu()), c
 
 
 def _run_direction(
@@ -315,37 +271,197 @@ def _run_direction(
     x: torch.Tensor,
     mask: torch.Tensor | None,
     reverse: bool,
-    mapping: str | None,
-    norm: Norm,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Run one direction over ``x (B, T, F)``; returns outputs ``(B, T, P)``, the last state
-    ``(B, P)`` and, with a mapping, per-step scores ``(B, T, F)``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one direction over ``x (B, T, F)`` step by step; returns outputs ``(B, T, P)`` and
+    the last state ``(B, P)``.
 
-    At a masked step the state is carried over unchanged and the output and score are zero, so
-    each sequence's valid steps are processed as a packed sequence would process them.
+    At a masked step the state is carried over unchanged and the output is zero, so each
+    sequence's valid steps are processed as a packed sequence would process them.
     """
     batch, steps, _ = x.shape
-    hidden = module.hidden_size
     width = d.w_hh.shape[1]
     h = x.new_zeros(batch, width)
-    c = x.new_zeros(batch, hidden)
+    c = x.new_zeros(batch, module.hidden_size)
     outputs = x.new_zeros(batch, steps, width)
-    scores = x.new_zeros(x.shape) if mapping is not None else None
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
-        x_t = x[:, t]  # (B, F)
-        h_new, c_new, jacobian = _step(module.mode, d, x_t, h, c, mapping)
+        h_new, c_new = _step(module.mode, d, x[:, t], h, c)
         if mask is not None:
             valid = mask[:, t, None]  # (B, 1)
             h_new = torch.where(valid, h_new, h)
             c_new = torch.where(valid, c_new, c)
         h, c = h_new, c_new
         outputs[:, t] = h if mask is None else h * mask[:, t, None]
-        if scores is not None and jacobian is not None:
-            size = jacobian.norm(p=2 if norm == "l2" else 1, dim=1)  # (B, F)
-            step_scores = x_t.abs() * size
-            scores[:, t] = step_scores if mask is None else step_scores * mask[:, t, None]
-    return outputs, h, scores
+    return outputs, h
+
+
+# -- the gated mappings, vectorised over time steps -----------------------------------------------
+
+# Elements of the local Jacobians of one block of sequences: small enough that a block's
+# intermediates stay in cache, which matters more than fewer, larger tensor operations.
+_JACOBIAN_BLOCK = 1 << 19
+
+
+def _processing_order(mask: torch.Tensor | None, steps: int, reverse: bool) -> torch.Tensor | None:
+    """``(B, T)`` int64: for each sequence, its valid steps in the order one direction reads
+    them, then its masked steps; ``None`` for the forward direction without a mask."""
+    if mask is None:
+        if not reverse:
+            return None
+        return torch.arange(steps - 1, -1, -1)[None, :]  # (1, T)
+    position = torch.arange(steps, device=mask.device)[None, :]  # (1, T)
+    read = (steps - 1 - position) if reverse else position
+    key = torch.where(mask, read, steps + position)  # (B, T)
+    return key.argsort(dim=1, stable=True)
+
+
+def _fused_states(module: nn.RNNBase, d: _Direction, x: torch.Tensor) -> torch.Tensor:
+    """The hidden states ``(B, T, P)`` of one direction of one layer, run forward over ``x``
+    ``(B, T, F)`` from a zero state in one call of PyTorch's fused kernel.
+
+    ``torch.lstm``/``gru``/``rnn_tanh``/``rnn_relu`` are the kernels that ``nn.LSTM`` and its
+    siblings call, here with the direction's weights as a one-layer, one-direction module would
+    pass them: the user's module is not called again (so its hooks do not fire), and no copy of
+    it is built (building one costs as much as the run on small inputs).
+    """
+    batch = x.shape[0]
+    weights = [d.w_ih, d.w_hh]
+    if d.b_ih is not None and d.b_hh is not None:
+        weights += [d.b_ih, d.b_hh]
+    if d.w_hr is not None:
+        weights.append(d.w_hr)
+    h0 = x.new_zeros(1, batch, d.w_hh.shape[1])
+    # has_biases, num_layers, dropout, train, bidirectional, batch_first
+    options = (d.b_ih is not None, 1, 0.0, False, False, True)
+    with warnings.catch_warnings():
+        # cuDNN's notice that the weights are not one flat buffer: they are copied per call.
+        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk")
+        if module.mode == "LSTM":
+            c0 = x.new_zeros(1, batch, module.hidden_size)
+            return torch.lstm(x, (h0, c0), weights, *options)[0]
+        run = {"GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
+        return run[module.mode](x, h0, weights, *options)[0]
+
+
+def _linear_scan(decay: torch.Tensor, increment: torch.Tensor) -> torch.Tensor:
+    """``c_t = decay_t c_{t-1} + increment_t`` from ``c_{-1} = 0`` for every ``t`` along
+    dimension 1, by composing the affine steps in ``log2 T`` doubling rounds."""
+    a, c = decay.clone(), increment.clone()
+    shift, steps = 1, decay.shape[1]
+    while shift < steps:
+        # Element t holds the composition of steps t - shift + 1..t; prepend t - shift's.
+        c[:, shift:] = torch.addcmul(c[:, shift:], a[:, shift:], c[:, :-shift])
+        if 2 * shift < steps:
+            a[:, shift:] = a[:, shift:] * a[:, :-shift]
+        shift *= 2
+    return c
+
+
+def _shift_in_zero(states: torch.Tensor) -> torch.Tensor:
+    """``(B, T, W)`` states at steps ``t`` -> the states at ``t - 1``, zero at ``t = 0``."""
+    return torch.cat([states.new_zeros(states[:, :1].shape), states[:, :-1]], dim=1)
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    """``tanh(x)`` as ``2 sigmoid(2x) - 1``: the same to rounding, and several times faster on
+    CPU, where PyTorch's ``tanh`` is not vectorised as its ``sigmoid`` is."""
+    return torch.sigmoid(2 * x).mul_(2).sub_(1)
+
+
+def _gate_coefficients(
+    mode: str, d: _Direction, x: torch.Tensor, h_prev: torch.Tensor, mapping: str
+) -> dict[int, torch.Tensor]:
+    """``d h_t / d(W_ih x_t)`` at fixed previous state, diagonal in each gate block, for ``x``
+    ``(B, T, F)`` and the previous states ``h_prev (B, T, P)``, all steps at once: gate block
+    (in PyTorch's order) -> ``(B, T, H)``, leaving out the blocks that are zero (all but the
+    candidate's for ``"candidate"``)."""
+    gi = _linear(x, d.w_ih, d.b_ih)  # (B, T, G*H)
+    gh = _linear(h_prev, d.w_hh, d.b_hh)  # (B, T, G*H)
+    if mode == "LSTM":
+        i, f, g, o = (gi + gh).chunk(4, dim=2)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), _tanh(g), o.sigmoid()
+        c = _linear_scan(f, i * g)  # (B, T, H), c_t
+        tanh_c = _tanh(c)
+        dc = o * (1 - tanh_c**2)  # dh/dc
+        a_g = dc * i * (1 - g**2)
+        if mapping != "gated":
+            return {2: a_g}
+        a_i = dc * g * i * (1 - i)
+        a_f = dc * _shift_in_zero(c) * f * (1 - f)
+        a_o = tanh_c * o * (1 - o)
+        return {0: a_i, 1: a_f, 2: a_g, 3: a_o}
+    if mode == "GRU":
+        gi_r, gi_z, gi_n = gi.chunk(3, dim=2)
+        gh_r, gh_z, gh_n = gh.chunk(3, dim=2)
+        r, z = (gi_r + gh_r).sigmoid(), (gi_z + gh_z).sigmoid()
+        n = _tanh(gi_n + r * gh_n)
+        a_n = (1 - z) * (1 - n**2)
+        if mapping != "gated":
+            return {2: a_n}
+        a_r = a_n * gh_n * r * (1 - r)
+        a_z = (h_prev - n) * z * (1 - z)
+        return {0: a_r, 1: a_z, 2: a_n}
+    pre = gi + gh
+    if mode == "RNN_TANH":
+        return {0: 1 - _tanh(pre) ** 2}
+    return {0: (pre > 0).to(pre.dtype)}
+
+
+def _jacobian_norms(
+    mode: str, d: _Direction, coefficients: dict[int, torch.Tensor], norm: Norm
+) -> torch.Tensor:
+    """``(B, T, F)``: ``||J_t[:, f]||`` over hidden units of the local Jacobians ``J_t =
+    W_hr sum_g diag(coefficients[g]_t) W_ih[g]`` (``W_hr``: LSTM projections only)."""
+    hidden, features = d.w_ih.shape[0] // _GATES[mode], d.w_ih.shape[1]
+    # (G, F, H): each gate's input weights with the hidden units last, so that the sum over
+    # them below runs over contiguous memory.
+    weights = d.w_ih.view(_GATES[mode], hidden, features).transpose(1, 2).contiguous()
+    jacobian: torch.Tensor | None = None  # (B, T, F, H), J_t transposed
+    for gate, a in coefficients.items():
+        if jacobian is None:
+            jacobian = a[:, :, None, :] * weights[gate]
+        else:
+            jacobian.addcmul_(a[:, :, None, :], weights[gate])
+    assert jacobian is not None
+    if d.w_hr is not None:
+        jacobian = jacobian @ d.w_hr.T  # (B, T, F, P)
+    if norm == "l2":
+        return jacobian.mul_(jacobian).sum(dim=3).sqrt_()
+    return jacobian.abs_().sum(dim=3)
+
+
+def _direction_scores(
+    module: nn.RNNBase,
+    d: _Direction,
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    reverse: bool,
+    mapping: str,
+    norm: Norm,
+) -> torch.Tensor:
+    """Per-step scores ``(B, T, F)`` of one direction of the first layer, zero at masked steps.
+
+    Each sequence's valid steps are gathered in the order the direction reads them and moved to
+    the front, so one fused forward run from a zero state gives, at every valid step, the state
+    a packed sequence would have there (what follows a sequence's last valid step cannot
+    change it); the gates of all steps then follow from the previous states at once.
+    """
+    order = _processing_order(mask, x.shape[1], reverse)  # (B, T) or None
+    read = x if order is None else x.gather(1, order[:, :, None].expand_as(x).to(x.device))
+    h_prev = _shift_in_zero(_fused_states(module, d, read))  # (B, T, P)
+    _, steps, features = x.shape
+    block = max(1, _JACOBIAN_BLOCK // (steps * module.hidden_size * features))  # sequences
+    sizes = [
+        _jacobian_norms(
+            module.mode, d, _gate_coefficients(module.mode, d, part, h_part, mapping), norm
+        )
+        for part, h_part in zip(read.split(block), h_prev.split(block), strict=True)
+    ]
+    scores = read.abs() * torch.cat(sizes)  # (B, T, F)
+    if order is not None:
+        index = order[:, :, None].expand_as(scores).to(scores.device)
+        scores = torch.zeros_like(scores).scatter_(1, index, scores)
+    return scores if mask is None else torch.where(mask[:, :, None], scores, 0.0)
 
 
 def _check_recurrent(module: object, name: str = "module") -> nn.RNNBase:
@@ -404,7 +520,7 @@ def unroll_recurrent(
             outputs = []
             for reverse in (False, True)[: 2 if module.bidirectional else 1]:
                 d = _direction(module, layer, reverse, dtype)
-                out, h, _ = _run_direction(module, d, x, mask, reverse, None, "l2")
+                out, h = _run_direction(module, d, x, mask, reverse)
                 outputs.append(out)
                 finals.append(h)
             x = torch.cat(outputs, dim=2)
@@ -515,9 +631,14 @@ class DeepACTIF:
     Bidirectional layers: the scores of the two directions are added (each with its own
     weights and gates; the backward direction runs from each sequence's last valid step).
     Stacked layers: only the first layer sees the input, so only its weights and gates are
-    used. The gates come from running the layer step by step from its weights
-    (:func:`unroll_recurrent`, under :func:`torch.no_grad`) on the input the layer receives,
-    captured during one forward pass of ``model(inputs)``.
+    used. The gates come from the input the layer receives, captured from ``model(inputs)``,
+    whose forward stops there: the first layer then runs on it, from a zero state, as one call of
+    PyTorch's fused recurrent kernel per direction with that layer's weights (under
+    :func:`torch.no_grad`; the module itself is not called again), which gives every step's
+    previous state ``h_{t-1}``; the gates of all steps then follow at once from ``W_ih x_t +
+    b_ih + W_hh h_{t-1} + b_hh``, and an LSTM's cell states from their linear recurrence
+    ``c_t = f_t c_{t-1} + i_t g_t`` in ``log2 T`` vectorised rounds. No Python loop runs over
+    time steps.
 
     When ``layer`` names a module that is not recurrent, ``A`` is that module's output, which
     must have the inputs' shape (e.g. a ``Linear(F, F)`` input projection), captured during the
@@ -529,7 +650,8 @@ class DeepACTIF:
     Parameters
     ----------
     model
-        Maps ``inputs`` to ``(B, K)`` logits; called once, as ``model(inputs)``, in eval mode.
+        Maps ``inputs`` to ``(B, K)`` logits; called once, as ``model(inputs)``, in eval mode
+        (for a recurrent layer, only up to that layer).
     layer
         Dotted name of the module whose activations to use (default: the first recurrent layer).
     aggregation
@@ -551,8 +673,12 @@ class DeepACTIF:
     aggregation is the plain mean, not the paper's inverse-weighted rule, which ranked features
     markedly worse in ``benchmarks/deepactif.py`` (retraining on the top-k features of three
     data sets and three recurrent models; ``aggregation="inverse"`` selects the paper's rule).
-    The ``mask`` makes the recurrence skip padded steps (as packing would); the model's own
-    forward pass is only used to capture the recurrent layer's input.
+    The ``mask`` makes the recurrence skip padded steps (as packing would; gaps inside a
+    sequence are skipped too); the model's own forward pass is only used to capture the
+    recurrent layer's input, and stops there (a pre-hook ends it when the layer is called, so
+    neither the layer nor anything after it runs). Cost: the model's layers before the first
+    recurrent layer, one fused pass of that layer, and no more; ``O(B T F H)`` memory for the
+    local Jacobians, bounded by processing the sequences in blocks.
     """
 
     name = "deepactif"
@@ -678,12 +804,11 @@ class DeepACTIF:
                 )
         with eval_mode(self.model, self.eval_mode), torch.no_grad():
             if recurrent:
-                with capture(self.model, [], inputs_of=[name]) as record:
-                    self.model(model_inputs)
-                if record.calls.get(name, 0) == 0:
+                # The forward stops where the layer is called: the layer itself runs once, below.
+                seen, reached = input_of(self.model, name, model_inputs)
+                if not reached:
                     raise LayerError(f"layer {name!r} did not run in the forward pass")
                 assert isinstance(module, nn.RNNBase)
-                seen = record.inputs.get(name)
                 layer_inputs = x
                 if isinstance(seen, torch.Tensor):
                     seen = seen if module.batch_first else seen.transpose(0, 1)
@@ -748,10 +873,9 @@ def _recurrent_scores(
         scores = x.abs() * size
         return scores if mask is None else scores * mask[:, :, None]
     total = torch.zeros_like(x)
-    for reverse, d in zip((False, True), directions, strict=False):
-        _, _, scores = _run_direction(module, d, x, mask, reverse, mapping, norm)
-        assert scores is not None
-        total += scores
+    with torch.no_grad():
+        for reverse, d in zip((False, True), directions, strict=False):
+            total += _direction_scores(module, d, x, mask, reverse, mapping, norm)
     return total
 
 
