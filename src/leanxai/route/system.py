@@ -172,7 +172,7 @@ def load_routing(
     retrain
         Retrain the router (the tiers stay cached).
     """
-    from leanxai.zoo.tiers import load_tiers
+    from leanxai.zoo.tiers import TIERS, load_tiers, tier_version
     from leanxai.zoo.train import _cache_directory
 
     if dataset not in DATASETS:
@@ -180,7 +180,10 @@ def load_routing(
     loaded = load_tiers(dataset, cache_dir, progress=progress)
     tiers: list[nn.Module] = [model for model, _ in loaded.values()]
     first = next(iter(loaded.values()))[1]
-    path = _cache_directory(cache_dir) / f"router_{dataset}-{ROUTER_VERSION}.safetensors"
+    # The router is trained on the tiers' behaviour: a retrained tier makes a new cache file.
+    tiers_key = "".join(tier_version(dataset, tier) for tier in TIERS)
+    name = f"router_{dataset}-{ROUTER_VERSION}-{tiers_key}.safetensors"
+    path = _cache_directory(cache_dir) / name
     router: TierRouter | None = None
     metadata: dict[str, Any] = {}
     if path.exists() and not retrain:

@@ -49,6 +49,7 @@ __all__ = [
     "mixed_shapes",
     "tier_correct",
     "tier_data",
+    "tier_version",
     "train_tier",
     "train_tiers",
 ]
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 TIERS: tuple[str, ...] = ("TINY", "LIGHT", "MEDIUM", "HEAVY")
 """Tier names, smallest first."""
 
-TIERS_RECIPE_VERSION = "v4"
+TIERS_RECIPE_VERSION = "v5"
 """Bumped whenever the tiers' data or training recipe changes."""
 
 DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
@@ -123,7 +124,7 @@ _RECIPES: Mapping[str, _Recipe] = {
         num_classes=4,
         n_train=8000,
         n_held_out=900,
-        epochs={"TINY": 12, "LIGHT": 12, "MEDIUM": 12, "HEAVY": 12},
+        epochs={"TINY": 30, "LIGHT": 24, "MEDIUM": 24, "HEAVY": 24},
         flip_and_rotate=True,
         easy_epochs=10,
         n_easy=2000,
@@ -660,6 +661,11 @@ def train_tiers(
     return {tier: train_tier(dataset, tier, seed=seed, progress=progress) for tier in TIERS}
 
 
+def tier_version(dataset: str, tier: str) -> str:
+    """The cache version of one trained tier (part of its cache file name)."""
+    return _TIER_VERSIONS.get((dataset, tier), TIERS_RECIPE_VERSION)
+
+
 def load_tiers(
     dataset: str = "shapes",
     cache_dir: str | os.PathLike[str] | None = None,
@@ -696,7 +702,7 @@ def load_tiers(
                 build_tier, tier, recipe.num_classes, recipe.in_channels, stem=recipe.stem
             ),
             functools.partial(train_tier, dataset, tier, progress=progress),
-            _TIER_VERSIONS.get((dataset, tier), TIERS_RECIPE_VERSION),
+            tier_version(dataset, tier),
             cache_dir=cache_dir,
             retrain=retrain,
         )
