@@ -9,6 +9,7 @@ from torch import nn
 
 from leanxai.compress import (
     DEFAULT_CRITERION,
+    DEFAULT_SPARSITY,
     apply_pruning,
     compress,
     finetune,
@@ -34,7 +35,7 @@ def _inputs(n: int = 128) -> torch.Tensor:
 def test_relevance_magnitude_is_absolute_relevance_times_magnitude():
     model, x = _mlp(), _inputs()
     scores = weight_scores(model, x, criterion="relevance_magnitude")
-    relevance = weight_relevance(model, x, absolute=True)
+    relevance = weight_relevance(model, x, reduce="absolute")
     weights = dict(model.named_parameters())
     assert list(scores) == list(relevance)
     for name, value in scores.items():
@@ -106,7 +107,7 @@ def test_compress_defaults_use_the_chosen_criterion_and_finetune():
     result = compress(model, x)
     assert result.metadata["prune"] == DEFAULT_CRITERION
     assert result.metadata["finetune_steps"] > 0
-    assert result.metadata["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert result.metadata["sparsity"] == pytest.approx(DEFAULT_SPARSITY, abs=0.01)
     plain = compress(model, x, finetune_steps=0)
     assert plain.metadata["finetune_steps"] == 0
     with pytest.raises(ValueError, match="finetune_steps"):
@@ -119,3 +120,11 @@ def test_dense_net_and_sizes():
     assert float32_size(model) > 4 * sum(p.numel() for p in model.parameters())
     x = torch.randn(10, 40)
     assert accuracy(model, x, model(x).argmax(1)) == 1.0
+
+
+def test_compress_with_the_l2_relevance_criterion():
+    model, x = _mlp(), _inputs()
+    result = compress(model, x, prune="relevance_l2", sparsity=0.6, finetune_steps=5)
+    assert result.plan is not None and result.plan.criterion == "relevance_l2"
+    assert result.plan.achieved_sparsity == pytest.approx(0.6, abs=0.01)
+    assert result.metadata["prune"] == "relevance_l2"

@@ -121,6 +121,9 @@ def test_scores_of_each_criterion():
     assert torch.allclose(signed["2.weight"], weight_relevance(model, inputs)["2.weight"])
     absolute = weight_scores(model, inputs, criterion="relevance", target="all")
     assert all(bool((v >= 0).all()) for v in absolute.values())
+    l2 = weight_scores(model, inputs, criterion="relevance_l2")
+    expected = weight_relevance(model, inputs, reduce="l2")
+    assert all(torch.equal(l2[k], expected[k]) for k in expected)
     with pytest.raises(ValueError, match="inputs"):
         weight_scores(model, criterion="relevance")
     with pytest.raises(ValueError, match="criterion"):

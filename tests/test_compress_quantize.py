@@ -107,7 +107,7 @@ def test_quantize_model_with_a_mixed_plan(state_guard):
     model = mlp()
     unchanged = state_guard(model)
     inputs = torch.randn(16, 6)
-    relevance = weight_relevance(model, inputs, absolute=True)
+    relevance = weight_relevance(model, inputs, reduce="absolute")
     plan = plan_pruning(relevance, sparsity=0.5)
     widths = mixed_precision_plan(relevance, plan, (8, 4))
     compressed = quantize_model(model, widths, plan=plan)

@@ -49,11 +49,15 @@ def dense_forward(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def dense_lrp(a, w, b, relevance, rule):
-    """R_i = sum_j c_ij s_j and R(w_ij) = sum_n c_ij s_j, s_j = R_j / (z_j + eps sign z_j)."""
+    """R_i = sum_j c_ij s_j and R(w_ij) = sum_n c_ij s_j, s_j = R_j / (z_j + eps sign z_j).
+
+    Also the sum of |c_ij s_j| and the L2 norm over samples of c_ij s_j.
+    """
     batch, (outputs, inputs) = a.shape[0], w.shape
     r_in = np.zeros_like(a)
     r_w = np.zeros_like(w)
     r_w_abs = np.zeros_like(w)
+    r_w_squares = np.zeros_like(w)
     for n in range(batch):
         for j in range(outputs):
             z = sum(contribution(a[n, i], w[j, i], rule) for i in range(inputs))
@@ -63,7 +67,8 @@ def dense_lrp(a, w, b, relevance, rule):
                 r_in[n, i] += term
                 r_w[j, i] += term
                 r_w_abs[j, i] += abs(term)
-    return r_in, r_w, r_w_abs
+                r_w_squares[j, i] += term * term
+    return r_in, r_w, r_w_abs, np.sqrt(r_w_squares)
 
 
 def conv_forward(a, w, b, pad):
@@ -91,7 +96,9 @@ def conv_lrp(a, w, b, pad, relevance, rule):
     outputs, _, k, _ = w.shape
     _, _, out_h, out_w = relevance.shape
     r_in, r_w = np.zeros_like(a), np.zeros_like(w)
+    r_w_squares = np.zeros_like(w)
     for n in range(batch):
+        r_w_sample = np.zeros_like(w)  # this sample's relevance, summed over its positions
         for o in range(outputs):
             for y in range(out_h):
                 for x in range(out_w):
@@ -111,7 +118,9 @@ def conv_lrp(a, w, b, pad, relevance, rule):
                         term = contribution(a[n, c, iy, ix], w[o, c, dy, dx], rule) * s
                         r_in[n, c, iy, ix] += term
                         r_w[o, c, dy, dx] += term
-    return r_in, r_w
+                        r_w_sample[o, c, dy, dx] += term
+        r_w_squares += r_w_sample * r_w_sample
+    return r_in, r_w, np.sqrt(r_w_squares)
 
 
 def max_pool_lrp(a, relevance):
@@ -183,12 +192,13 @@ def reference_mlp(model: nn.Sequential, inputs: torch.Tensor, target, rule):
         z = dense_forward(activations[-1], w, b)
         activations.append(relu(z) if k < len(layers) - 1 else z)
     relevance = start_relevance(activations[-1], target)
-    signed, absolute = [], []
+    signed, absolute, l2 = [], [], []
     for k in reversed(range(len(layers))):
-        relevance, r_w, r_w_abs = dense_lrp(activations[k], *layers[k], relevance, rule)
+        relevance, r_w, r_w_abs, r_w_l2 = dense_lrp(activations[k], *layers[k], relevance, rule)
         signed.insert(0, r_w)
         absolute.insert(0, r_w_abs)
-    return signed, absolute
+        l2.insert(0, r_w_l2)
+    return signed, absolute, l2
 
 
 class TinyConvNet(nn.Module):
@@ -210,7 +220,7 @@ class TinyConvNet(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-def reference_cnn(model: TinyConvNet, inputs: torch.Tensor, target, rule):
+def reference_cnn(model: TinyConvNet, inputs: torch.Tensor, target, rule, reduce="sum"):
     conv1, conv2, fc = model.features[0], model.features[3], model.fc
     p = {n: t.detach().numpy() for n, t in model.named_parameters()}
     a0 = inputs.numpy()
@@ -220,14 +230,22 @@ def reference_cnn(model: TinyConvNet, inputs: torch.Tensor, target, rule):
     a4 = a3.mean(axis=(2, 3))
     logits = dense_forward(a4, p["fc.weight"], p["fc.bias"])
     relevance = start_relevance(logits, target)
-    relevance, r_fc, _ = dense_lrp(a4, p["fc.weight"], p["fc.bias"], relevance, rule)
+    relevance, r_fc, _, r_fc_l2 = dense_lrp(a4, p["fc.weight"], p["fc.bias"], relevance, rule)
     relevance = global_avg_pool_lrp(a3, relevance)
-    relevance, r_conv2 = conv_lrp(
+    relevance, r_conv2, r_conv2_l2 = conv_lrp(
         a2, p["features.3.weight"], p["features.3.bias"], 1, relevance, rule
     )
     relevance = max_pool_lrp(a1, relevance)
-    _, r_conv1 = conv_lrp(a0, p["features.0.weight"], p["features.0.bias"], 1, relevance, rule)
+    _, r_conv1, r_conv1_l2 = conv_lrp(
+        a0, p["features.0.weight"], p["features.0.bias"], 1, relevance, rule
+    )
     assert conv1 is not None and conv2 is not None and fc is not None
+    if reduce == "l2":
+        return {
+            "features.0.weight": r_conv1_l2,
+            "features.3.weight": r_conv2_l2,
+            "fc.weight": r_fc_l2,
+        }
     return {"features.0.weight": r_conv1, "features.3.weight": r_conv2, "fc.weight": r_fc}
 
 
@@ -262,14 +280,18 @@ def test_mlp_matches_literal_reference(rule, target, state_guard):
     unchanged = state_guard(model)
     ours = weight_relevance(model, inputs, target, rule=rule, epsilon=EPSILON, gamma=GAMMA)
     ours_abs = weight_relevance(
-        model, inputs, target, rule=rule, epsilon=EPSILON, gamma=GAMMA, absolute=True
+        model, inputs, target, rule=rule, epsilon=EPSILON, gamma=GAMMA, reduce="absolute"
     )
-    signed, absolute = reference_mlp(model, inputs, target, rule)
+    ours_l2 = weight_relevance(
+        model, inputs, target, rule=rule, epsilon=EPSILON, gamma=GAMMA, reduce="l2", batch_size=3
+    )
+    signed, absolute, l2 = reference_mlp(model, inputs, target, rule)
     assert list(ours) == ["0.weight", "2.weight", "4.weight"]
-    for key, reference, reference_abs in zip(ours, signed, absolute, strict=True):
+    for key, reference, reference_abs, reference_l2 in zip(ours, signed, absolute, l2, strict=True):
         assert ours[key].shape == model.get_parameter(key).shape
         assert close(ours[key], reference), (key, rule)
         assert close(ours_abs[key], reference_abs), (key, rule)
+        assert close(ours_l2[key], reference_l2), (key, rule)
     unchanged()
 
 
@@ -286,6 +308,34 @@ def test_cnn_matches_literal_reference(rule, state_guard):
     for key, value in reference.items():
         assert close(ours[key], value), (key, rule)
     unchanged()
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "zplus", "gamma"])
+def test_cnn_l2_matches_literal_reference(rule, state_guard):
+    # Positions are summed within a sample before squaring, samples are not: three samples in
+    # batches of two check that batches add up too.
+    model = conv_net()
+    inputs = torch.randn(
+        3, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    unchanged = state_guard(model)
+    ours = weight_relevance(
+        model, inputs, rule=rule, epsilon=EPSILON, gamma=GAMMA, reduce="l2", batch_size=2
+    )
+    reference = reference_cnn(model, inputs, None, rule, reduce="l2")
+    assert list(ours) == list(reference)
+    for key, value in reference.items():
+        assert close(ours[key], value), (key, rule)
+    unchanged()
+
+
+def test_l2_of_one_sample_is_the_absolute_signed_relevance():
+    model = conv_net()
+    inputs = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    signed = weight_relevance(model, inputs)
+    l2 = weight_relevance(model, inputs, reduce="l2")
+    for key, value in signed.items():
+        assert torch.allclose(l2[key], value.abs())
 
 
 def test_zplus_relevance_is_non_negative_for_a_positive_start():
@@ -456,6 +506,8 @@ def test_bad_arguments(state_guard):
         weight_relevance(model, inputs, rule="alphabeta")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="epsilon"):
         weight_relevance(model, inputs, epsilon=0.0)
+    with pytest.raises(ValueError, match="reduce"):
+        weight_relevance(model, inputs, reduce="mean")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size"):
         weight_relevance(model, inputs, batch_size=0)
     with pytest.raises(TargetError, match="out of range"):
@@ -467,3 +519,15 @@ def test_bad_arguments(state_guard):
     with pytest.raises(InputError, match="NaN"):
         weight_relevance(model, torch.full((2, 6), float("nan"), dtype=torch.float64))
     unchanged()
+
+
+def test_l2_is_the_norm_of_single_sample_relevances_for_tokens():
+    # A Linear layer on (B, L, C) inputs sums its positions within a sample, like a convolution.
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Flatten(), nn.Linear(15, 2)).double()
+    inputs = torch.randn(4, 3, 4, dtype=torch.float64)
+    l2 = weight_relevance(model, inputs, reduce="l2", batch_size=3)
+    singles = [weight_relevance(model, inputs[n : n + 1]) for n in range(4)]
+    for key, value in l2.items():
+        expected = torch.stack([single[key] for single in singles]).square().sum(0).sqrt()
+        assert torch.allclose(value, expected)

@@ -38,7 +38,8 @@ def mlp(sizes=(6, 8, 5, 3), seed: int = 0) -> nn.Sequential:
 @pytest.fixture
 def saved(tmp_path):
     model = mlp()
-    compressed = compress(model, torch.randn(16, 6), sparsity=0.5, bits=(8, 4))
+    inputs = torch.randn(16, 6, generator=torch.Generator().manual_seed(0))
+    compressed = compress(model, inputs, sparsity=0.5, bits=(8, 4))
     path = tmp_path / "model.safetensors"
     save_compressed(compressed, path)
     return compressed, path
@@ -185,9 +186,19 @@ def edit_metadata(path, **changes):
     save_file(tensors, path, metadata={**metadata, **changes})
 
 
+def test_edited_metadata_is_caught(saved):
+    # A flipped byte inside a metadata string can leave valid JSON; the checksum covers it.
+    _, path = saved
+    header_size = int.from_bytes(path.read_bytes()[:8], "little")
+    metadata = json.loads(path.read_bytes()[8 : 8 + header_size])["__metadata__"]
+    edit_metadata(path, dtype="float16" if metadata["dtype"] != "float16" else "float32")
+    with pytest.raises(CompressedFileError, match="checksum"):
+        load_compressed(path)
+
+
 def test_newer_format_version(saved):
     _, path = saved
-    edit_metadata(path, format_version="2")
+    edit_metadata(path, format_version="3")
     with pytest.raises(CompressedFileError, match="newer format version"):
         load_compressed(path)
 

@@ -27,16 +27,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from leanxai.compress.relevance import LRPTarget, Rule, weight_relevance
+from leanxai.compress.relevance import LRPTarget, Reduction, Rule, weight_relevance
 
 __all__ = [
     "CRITERIA",
     "METHODS",
+    "RELEVANCE_CRITERIA",
     "Criterion",
     "PrunePlan",
     "apply_pruning",
     "plan_pruning",
     "prunable_weights",
+    "reduction_of",
     "sparsity",
     "weight_scores",
 ]
@@ -44,16 +46,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Criterion: TypeAlias = Literal[
-    "relevance_magnitude", "relevance", "signed_relevance", "magnitude", "random"
+    "relevance_magnitude", "relevance_l2", "relevance", "signed_relevance", "magnitude", "random"
 ]
 CRITERIA: tuple[str, ...] = (
     "relevance_magnitude",
+    "relevance_l2",
     "relevance",
     "signed_relevance",
     "magnitude",
     "random",
 )
 """Scores :func:`weight_scores` computes (see :data:`leanxai.compress.DEFAULT_CRITERION`)."""
+
+RELEVANCE_CRITERIA: tuple[str, ...] = CRITERIA[:4]
+"""The criteria computed from LRP relevance (they need calibration inputs)."""
 
 METHODS: tuple[str, ...] = ("nonpositive", "sparsity")
 """Pruning methods of :func:`plan_pruning`."""
@@ -176,6 +182,13 @@ class PrunePlan:
             raise ValueError(f"data is not a valid prune plan: {error}") from error
 
 
+def reduction_of(criterion: str) -> Reduction:
+    """The ``reduce`` of :func:`~leanxai.compress.weight_relevance` a relevance criterion uses."""
+    if criterion == "signed_relevance":
+        return "sum"
+    return "l2" if criterion == "relevance_l2" else "absolute"
+
+
 def prunable_weights(model: nn.Module) -> dict[str, torch.nn.Parameter]:
     """The weights of every Linear and Conv layer, by parameter name, in module order."""
     return {
@@ -210,9 +223,13 @@ def weight_scores(
         ``"relevance_magnitude"``: the absolute relevance below times ``|w|``, i.e.
         ``|w_ij|^2 sum |a_i| |s_j|``: relevance tempered by magnitude, the best relevance-guided
         criterion of ``benchmarks/compression.py`` (the default of
-        :func:`~leanxai.compress.compress`). ``"relevance"``: LRP relevance summed over samples
-        as ``sum |a_i w_ij s_j|``, how much relevance flows through the weight (see
-        :func:`~leanxai.compress.weight_relevance` with ``absolute=True``).
+        :func:`~leanxai.compress.compress`). ``"relevance_l2"``: the L2 norm over samples of
+        each sample's relevance of the weight, ``sqrt(sum_n (a_ni w_ij s_nj)^2) = |w_ij|
+        sqrt(sum_n a_ni^2 s_nj^2)`` (``reduce="l2"`` of
+        :func:`~leanxai.compress.weight_relevance`), Wanda's ``|w| ||a||_2`` (Sun et al., 2024)
+        with LRP's relevance per unit of output ``s_j = R_j / z_j`` in the norm.
+        ``"relevance"``: LRP relevance summed over samples as ``sum |a_i w_ij s_j|``, how much
+        relevance flows through the weight (``reduce="absolute"``).
         ``"signed_relevance"``: the signed sum, the paper's quantity. ``"magnitude"``:
         ``|w|``. ``"random"``: uniform noise from ``seed``, a baseline. ``target="all"`` with a
         relevance criterion gives all-class relevance.
@@ -227,7 +244,7 @@ def weight_scores(
         Weight parameter name -> scores of the weight's shape, in forward (relevance) or module
         order.
     """
-    if criterion in ("relevance", "signed_relevance", "relevance_magnitude"):
+    if criterion in RELEVANCE_CRITERIA:
         if inputs is None:
             raise ValueError(f"criterion={criterion!r} needs calibration inputs; got inputs=None")
         relevance = weight_relevance(
@@ -238,7 +255,7 @@ def weight_scores(
             epsilon=epsilon,
             gamma=gamma,
             batch_size=batch_size,
-            absolute=criterion != "signed_relevance",
+            reduce=reduction_of(criterion),
             skip_unsupported=skip_unsupported,
         )
         if criterion == "relevance_magnitude":

@@ -41,8 +41,10 @@ from leanxai.core.models import logits_of
 from leanxai.core.targets import resolve_target
 
 __all__ = [
+    "REDUCTIONS",
     "RULES",
     "LRPTarget",
+    "Reduction",
     "Rule",
     "conservation",
     "weight_relevance",
@@ -53,6 +55,10 @@ logger = logging.getLogger(__name__)
 Rule: TypeAlias = Literal["epsilon", "zplus", "gamma"]
 RULES: tuple[str, ...] = ("epsilon", "zplus", "gamma")
 """The LRP rules :func:`weight_relevance` implements."""
+
+Reduction: TypeAlias = Literal["sum", "absolute", "l2"]
+REDUCTIONS: tuple[str, ...] = ("sum", "absolute", "l2")
+"""How :func:`weight_relevance` reduces the per-sample relevances of a weight over samples."""
 
 LRPTarget: TypeAlias = int | Sequence[int] | np.ndarray | torch.Tensor | str | None
 """``None`` (predicted class), an int, one int per sample, or ``"all"`` (every class)."""
@@ -311,6 +317,23 @@ def _forward(
     return unit.module.forward(a.clone() if unit.kind == "other" else a)
 
 
+def _per_sample_gradient(
+    module: nn.Module, t: torch.Tensor, weight: torch.Tensor, s: torch.Tensor
+) -> torch.Tensor:
+    """``(B, *weight.shape)``: each sample's gradient of ``sum(z * s)`` with respect to the weight.
+
+    For a Linear layer on ``(B, C)`` inputs this is the outer product ``s^T a``; with positions
+    (a convolution, or a Linear layer on ``(B, L, C)``) it sums over the sample's positions.
+    """
+
+    def one(t1: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        pull = torch.func.vjp(lambda w: _apply(module, t1[None], w), weight)[1]
+        gradient: torch.Tensor = pull(s1[None])[0]
+        return gradient
+
+    return torch.func.vmap(one)(t, s)
+
+
 def _backward_linear(
     unit: _Unit,
     a: torch.Tensor,
@@ -320,9 +343,14 @@ def _backward_linear(
     rule: str,
     epsilon: float,
     gamma: float,
-    absolute: bool,
+    reduce: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relevance of the layer's input, and of its weight summed over the batch."""
+    """Relevance of the layer's input, and of its weight reduced over the batch.
+
+    ``reduce``: ``"sum"`` the signed sum over samples (and positions), ``"absolute"`` the sum of
+    absolute values, ``"l2"`` the sum over samples of the square of each sample's relevance (the
+    caller takes the square root once all batches are in).
+    """
     terms, rule_bias = _rule_terms(rule, a, weight, bias, gamma)
     with torch.enable_grad():
         leaves = [
@@ -338,7 +366,7 @@ def _backward_linear(
     for k, (t, w) in enumerate(terms):
         relevance_in += t * grads[2 * k]  # R_i = a_i sum_j w_ij s_j
         weight_relevance += w * grads[2 * k + 1]  # sum over samples of a_i w_ij s_j
-    if absolute:
+    if reduce == "absolute":
         # |a_i w_ij s_j| = |w_ij| |a_i| |s_j|: the same correlation, of |a| with |s|.
         weight_relevance = torch.zeros_like(weight)
         for t, w in terms:
@@ -347,6 +375,25 @@ def _backward_linear(
                 z_abs = _apply(unit.module, t.abs(), leaf)
                 (grad,) = torch.autograd.grad(z_abs, leaf, grad_outputs=s.abs())
             weight_relevance += w.abs() * grad
+    elif reduce == "l2" and isinstance(unit.module, nn.Linear) and a.dim() == 2:
+        # One position per sample: sum_n (a_ni w_ij s_nj)^2 = w_ij^2 sum_n a_ni^2 s_nj^2, a
+        # matmul. The z+ rule's two terms never share a sample's input (a_i >= 0 or a_i < 0),
+        # so their squares add without cross terms.
+        weight_relevance = torch.zeros_like(weight)
+        for t, w in terms:
+            weight_relevance += w.square() * ((s.square()).T @ t.square())  # (out, in)
+    elif reduce == "l2":
+        # Per-sample weight gradients, in chunks of samples that hold about 2**24 elements.
+        weight_relevance = torch.zeros_like(weight)
+        chunk = max(1, (1 << 24) // max(1, weight.numel()))
+        for begin in range(0, a.shape[0], chunk):
+            part = slice(begin, begin + chunk)
+            per_sample = torch.zeros(  # (b, *weight.shape): each sample's relevance of each weight
+                (a[part].shape[0], *weight.shape), dtype=weight.dtype, device=weight.device
+            )
+            for t, w in terms:
+                per_sample += w * _per_sample_gradient(unit.module, t[part], w, s[part].detach())
+            weight_relevance += per_sample.square().sum(0)
     return relevance_in, weight_relevance
 
 
@@ -430,9 +477,11 @@ def _propagate(
     gamma: float,
     batch_size: int,
     skip_unsupported: bool,
-    absolute: bool,
+    reduce: str,
 ) -> _Result:
     _check(model, inputs, rule, epsilon, gamma, batch_size)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     n = inputs.shape[0]
     target = _split_target(target, n)
     parameter = next(model.parameters(), None)
@@ -482,12 +531,14 @@ def _propagate(
                 if unit.kind == "linear":
                     w, bias = effective[unit.name]
                     relevance, w_relevance = _backward_linear(
-                        unit, a, relevance, w, bias, rule, epsilon, gamma, absolute
+                        unit, a, relevance, w, bias, rule, epsilon, gamma, reduce
                     )
                     weights[_key(unit.name)] += w_relevance
                 elif unit.kind != "pass":
                     relevance = _backward_module(unit, a, relevance, epsilon)
                 totals[unit.name] += float(relevance.double().sum())
+    if reduce == "l2":
+        weights = {key: value.sqrt() for key, value in weights.items()}
     logger.debug("LRP-%s over %d samples through %d modules", rule, n, len(units))
     return _Result(weights, {LOGITS_KEY: start_total, **totals})
 
@@ -517,7 +568,7 @@ def weight_relevance(
     epsilon: float = 1e-6,
     gamma: float = 0.25,
     batch_size: int = 64,
-    absolute: bool = False,
+    reduce: Reduction = "sum",
     skip_unsupported: bool = False,
 ) -> dict[str, torch.Tensor]:
     """LRP relevance of every Linear and Conv weight, summed over a calibration set.
@@ -558,10 +609,16 @@ def weight_relevance(
         The gamma rule's weight on positive parts, >= 0.
     batch_size : int, default 64
         Samples per forward and backward pass.
-    absolute : bool, default False
-        Sum ``|a_i w_ij s_j|`` over samples and positions instead of the signed terms: how much
-        relevance flows through a weight, of either sign, a pruning criterion that does not let
-        samples cancel.
+    reduce : {"sum", "absolute", "l2"}, default "sum"
+        How the terms ``a_i w_ij s_j`` are reduced. ``"sum"``: the signed sum over samples and
+        positions, the formula above. ``"absolute"``: the sum of ``|a_i w_ij s_j|`` over samples
+        and positions, how much relevance flows through a weight, of either sign (samples do not
+        cancel). ``"l2"``: the L2 norm over samples of each sample's relevance of the weight,
+        ``sqrt(sum_n R_n(w_ij)^2)`` with ``R_n(w_ij)`` the sum over sample ``n``'s positions
+        (a convolution's positions cancel within a sample, samples do not cancel); for a Linear
+        layer on ``(N, C)`` inputs this is ``|w_ij| sqrt(sum_n a_ni^2 s_nj^2)``, one matmul.
+        Convolutions use per-sample weight gradients (``torch.func.vmap``), memory about
+        ``2**24`` elements per chunk of samples.
     skip_unsupported : bool, default False
         For modules no rule covers (LayerNorm, a Tanh, ...): with False, raise
         :class:`~leanxai.core.errors.UnsupportedLayerError` naming them; with True, warn, pass
@@ -583,7 +640,7 @@ def weight_relevance(
     TargetError
         For a target out of range or of the wrong length.
     ValueError
-        For a bad ``rule``, ``epsilon``, ``gamma`` or ``batch_size``.
+        For a bad ``rule``, ``reduce``, ``epsilon``, ``gamma`` or ``batch_size``.
 
     Notes
     -----
@@ -601,7 +658,7 @@ def weight_relevance(
     inputs.
     """
     result = _propagate(
-        model, inputs, target, rule, epsilon, gamma, batch_size, skip_unsupported, absolute
+        model, inputs, target, rule, epsilon, gamma, batch_size, skip_unsupported, reduce
     )
     return result.weights
 
@@ -631,6 +688,6 @@ def conservation(
         its input.
     """
     result = _propagate(
-        model, inputs, target, rule, epsilon, gamma, batch_size, skip_unsupported, False
+        model, inputs, target, rule, epsilon, gamma, batch_size, skip_unsupported, "sum"
     )
     return result.totals

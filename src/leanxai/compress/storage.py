@@ -12,7 +12,8 @@ Layout of a file (a safetensors file, so its header is JSON and its tensors raw 
   their constructor arguments. Only types from a fixed allow-list are ever built. Anything else
   is ``null`` and loading needs a ``model`` skeleton.
 - ``encodings``: JSON, state-dict key -> how it is stored (below); ``dtype``: the model's float
-  dtype; ``sha256``: hash of every tensor's name and bytes, so flipped bytes are caught.
+  dtype; ``sha256``: hash of every tensor's name and bytes and (from format version 2) of the
+  other metadata entries, so flipped bytes are caught in the header as well as in the data.
 
 Tensors, for a state-dict key ``k``:
 
@@ -62,7 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "leanxai.compressed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever a change would make older readers misread a file."""
 
 _FLOAT_DTYPES = {
@@ -395,8 +396,12 @@ def _decode_quantized(key: str, encoding: Mapping[str, Any], tensors: Mapping[st
     return QuantizedTensor(shape=shape, groups=tuple(groups), dtype=dtype)
 
 
-def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+def _checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None) -> str:
+    """sha256 of the tensors and, from format version 2, of the metadata but the hash itself."""
     digest = hashlib.sha256()
+    if metadata is not None:
+        entries = {key: value for key, value in metadata.items() if key != "sha256"}
+        digest.update(json.dumps(entries, sort_keys=True).encode("utf-8") + b"\0")
     for name in sorted(tensors):
         digest.update(name.encode("utf-8") + b"\0")
         digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -473,8 +478,8 @@ def save_compressed(
         "architecture": json.dumps(describe_architecture(module)),
         "encodings": json.dumps(encodings, separators=(",", ":")),
         "dtype": model_dtype,
-        "sha256": _checksum(tensors),
     }
+    metadata["sha256"] = _checksum(tensors, metadata)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     os.close(handle)
@@ -531,8 +536,10 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError, OSError) as error:
         raise CompressedFileError(f"{name} is corrupt or truncated: {error}") from error
-    if _checksum(tensors) != metadata.get("sha256"):
-        raise CompressedFileError(f"{name} is corrupt: its tensors do not match their checksum")
+    if _checksum(tensors, metadata if version >= 2 else None) != metadata.get("sha256"):
+        raise CompressedFileError(
+            f"{name} is corrupt: its tensors and metadata do not match their checksum"
+        )
     return metadata, tensors
 
 
