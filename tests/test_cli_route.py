@@ -141,3 +141,41 @@ def test_router_file_round_trip_and_errors(tmp_path):
         read_router_file(path)
     with pytest.raises(FileNotFoundError):
         load_router(tmp_path / "missing.safetensors")
+
+
+def test_router_cache_follows_the_tiers_versions(tmp_path, monkeypatch):
+    import leanxai.zoo.tiers as tiers_module
+
+    torch.manual_seed(0)
+    models = {
+        t: build_tier(t if t in ("TINY", "LIGHT") else "TINY", 4, 3).eval()
+        for t in tiers_module.TIERS
+    }
+    meta = {"classes": ["circle", "square", "triangle", "cross"], "input_size": [3, 32, 32]}
+    monkeypatch.setattr(
+        tiers_module, "load_tiers", lambda *a, **k: {t: (m, meta) for t, m in models.items()}
+    )
+    data = TierData(
+        images=torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(2)),
+        labels=torch.arange(40) % 4,
+        masks=torch.zeros(40, 32, 32, dtype=torch.bool),
+        difficulty=("easy",) * 40,
+        severity=torch.zeros(40),
+        classes=tuple(meta["classes"]),
+    )
+    monkeypatch.setattr(system, "routing_split", lambda dataset: (data, data))
+    trained = []
+    real_collect = system.collect_outputs
+    monkeypatch.setattr(
+        system, "collect_outputs", lambda *a, **k: trained.append(1) or real_collect(*a, **k)
+    )
+    system.load_routing("shapes", tmp_path, progress=False)
+    system.load_routing("shapes", tmp_path, progress=False)
+    assert len(trained) == 1  # the second call reads the cache
+    (first,) = tmp_path.glob("router_shapes-*.safetensors")
+    versions = "".join(tiers_module.tier_version("shapes", t) for t in tiers_module.TIERS)
+    assert first.name.endswith(f"-{versions}.safetensors")
+    # A retrained tier (a new version) must not reuse a router fitted to the old one.
+    monkeypatch.setattr(tiers_module, "tier_version", lambda dataset, tier: "v999")
+    system.load_routing("shapes", tmp_path, progress=False)
+    assert len(trained) == 2 and len(list(tmp_path.glob("router_shapes-*.safetensors"))) == 2
