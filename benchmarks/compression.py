@@ -10,13 +10,17 @@ calibration inputs):
 1. criterion search: pruning only (weights stay float32), at 50/70/90 % sparsity per layer, for
    each criterion, without and with a short self-distillation on the calibration inputs
    (:func:`leanxai.compress.finetune`, 200 steps, masks fixed, applied to every method alike),
-   plus the paper's sign rule at its own sparsity. Each criterion's scores are computed once and
-   reused for every sparsity and fine-tune setting; the paired tests compare each relevance
-   criterion with magnitude pruning over seeds;
-2. matched size: the default ``compress(model, inputs)`` against magnitude and random pruning at
-   the same sparsity, bits and fine-tune, uniform 8- and 4-bit quantisation, the sign rule with
-   the same bits, and PyTorch's dynamic int8 quantisation of Linear layers (its size: the file
-   ``torch.save(state_dict)`` writes).
+   plus the paper's sign rule at its own sparsity. Two rows rank over all layers at once
+   (``plan_pruning(scope="global")``, one threshold for the whole model): magnitude, the stronger
+   plain baseline, and relevance_magnitude, its relevance counterpart. ``plan_pruning`` has no
+   per-layer cap, so every row records the largest share pruned from any one layer
+   (``max_layer_sparsity``; 1.0 would mean a layer emptied). Each criterion's scores are computed
+   once and reused for every sparsity, scope and fine-tune setting; the paired tests compare each
+   relevance criterion with magnitude pruning, per layer and global, over seeds;
+2. matched size: the default ``compress(model, inputs)`` against magnitude pruning (per layer
+   and global) and random pruning at the same sparsity, bits and fine-tune, uniform 8- and 4-bit
+   quantisation, the sign rule with the same bits, and PyTorch's dynamic int8 quantisation of
+   Linear layers (its size: the file ``torch.save(state_dict)`` writes).
 
 Models: the paper's dense network (10 seeds) and the MNIST-5k CNN (3 seeds, the cached ones).
 The shapes zoo CNN is left out: only its seed 0 is cached and its 64x64 fine-tunes cost several
@@ -66,11 +70,15 @@ OUT = ROOT / "results" / "compression"
 REPORT = ROOT / "results" / "compression.md"
 
 SPARSITIES = (0.5, 0.7, 0.9)
-# name -> weight_scores() options and plan_pruning(structured=...) of the criterion search
+GLOBAL_MAGNITUDE = "magnitude (global)"
+REFERENCES = ("magnitude", GLOBAL_MAGNITUDE)
+# name -> weight_scores() options and plan_pruning(structured=..., scope=...) of the search
 CRITERIA: dict[str, dict[str, Any]] = {
     "magnitude": {"criterion": "magnitude"},
+    GLOBAL_MAGNITUDE: {"criterion": "magnitude", "scope": "global"},
     "random": {"criterion": "random"},
     "relevance_magnitude": {"criterion": "relevance_magnitude"},
+    "relevance_magnitude (global)": {"criterion": "relevance_magnitude", "scope": "global"},
     "relevance_l2": {"criterion": "relevance_l2"},
     "relevance": {"criterion": "relevance"},
     "signed_relevance": {"criterion": "signed_relevance"},
@@ -88,6 +96,7 @@ FIELDS = [
     "finetune",
     "sparsity",
     "achieved_sparsity",
+    "max_layer_sparsity",
     "bits",
     "bytes",
     "original_bytes",
@@ -118,6 +127,13 @@ def _measure(
     }
 
 
+def _max_layer_sparsity(plan: PrunePlan | None) -> float:
+    """Largest share of weights the plan prunes from any one layer (0 without a plan)."""
+    if plan is None or not plan.masks:
+        return 0.0
+    return round(max(1 - float(m.float().mean()) for m in plan.masks.values()), 4)
+
+
 def _dynamic_int8(setting: Any, original: int, base: float, folder: Path) -> dict[str, Any]:
     quantized = torch.ao.quantization.quantize_dynamic(
         setting.model, {nn.Linear}, dtype=torch.qint8
@@ -134,6 +150,7 @@ def _dynamic_int8(setting: Any, original: int, base: float, folder: Path) -> dic
         "finetune": 0,
         "sparsity": 0.0,
         "achieved_sparsity": 0.0,
+        "max_layer_sparsity": 0.0,
         "bits": "8 (Linear only)",
         "bytes": size,
         "original_bytes": original,
@@ -171,12 +188,18 @@ def run_setting(setting: Any, config: dict[str, Any], folder: Path) -> list[dict
             ),
         )
     ]
+    cache: dict[tuple[Any, ...], dict[str, torch.Tensor]] = {}
     for name in config["criteria"]:
         options = dict(CRITERIA[name])
         structured = options.pop("structured", False)
-        scores = weight_scores(setting.model, x, seed=setting.seed, **options)
+        scope = options.pop("scope", "layer")
+        key = tuple(sorted(options.items()))
+        if key not in cache:  # global and per-layer rows share their scores
+            cache[key] = weight_scores(setting.model, x, seed=setting.seed, **options)
         for sp in config["sparsities"]:
-            plan = plan_pruning(scores, sparsity=sp, structured=structured, criterion=name)
+            plan = plan_pruning(
+                cache[key], sparsity=sp, structured=structured, scope=scope, criterion=name
+            )
             plans.append((name, sp, plan))
     for ft in (0, config["finetune"]):
         for name, sp, plan in plans:
@@ -193,12 +216,14 @@ def run_setting(setting: Any, config: dict[str, Any], folder: Path) -> list[dict
                     sparsity=sp,
                     bits="float32",
                     achieved_sparsity=round(plan.achieved_sparsity, 4),
+                    max_layer_sparsity=_max_layer_sparsity(plan),
                 )
             )
     # Matched size: the default and the baselines at its sparsity, bits and fine-tune.
     matched = {
         f"default ({DEFAULT_CRITERION})": {},
         "magnitude": {"prune": "magnitude"},
+        GLOBAL_MAGNITUDE: {"prune": "magnitude", "scope": "global"},
         "random": {"prune": "random", "seed": setting.seed},
         SIGN_RULE: {"prune": "nonpositive"},
         "uniform 8-bit": {"prune": None, "bits": 8},
@@ -223,6 +248,7 @@ def run_setting(setting: Any, config: dict[str, Any], folder: Path) -> list[dict
                 else (DEFAULT_SPARSITY if pruned else 0.0),
                 bits="/".join(map(str, bits)) if isinstance(bits, tuple) else bits,
                 achieved_sparsity=round(float(result.metadata.get("sparsity") or 0.0), 4),
+                max_layer_sparsity=_max_layer_sparsity(result.plan),
             )
         )
     rows.append(_dynamic_int8(setting, original, base, folder))
@@ -230,7 +256,10 @@ def run_setting(setting: Any, config: dict[str, Any], folder: Path) -> list[dict
 
 
 def paired_rows(rows: list[dict[str, Any]], reference: str = "magnitude") -> list[dict[str, Any]]:
-    """Each relevance criterion against magnitude at equal sparsity, paired over seeds."""
+    """Each relevance criterion against ``reference`` at equal sparsity, paired over seeds.
+
+    Against per-layer magnitude, global magnitude is tested too.
+    """
     table: dict[tuple[Any, ...], dict[int, float]] = defaultdict(dict)
     for row in rows:
         if row["part"] == "search":
@@ -241,7 +270,9 @@ def paired_rows(rows: list[dict[str, Any]], reference: str = "magnitude") -> lis
     methods = [
         m
         for m in CRITERIA
-        if m.startswith(("relevance", "signed")) and not CRITERIA[m].get("structured")
+        if (m.startswith(("relevance", "signed")) or m == GLOBAL_MAGNITUDE)
+        and m != reference
+        and not CRITERIA[m].get("structured")
     ]
     for model in [*models, "all"]:
         for method in methods:
@@ -279,7 +310,7 @@ def paired_rows(rows: list[dict[str, Any]], reference: str = "magnitude") -> lis
 
 
 def verdict_lines(tests: list[dict[str, Any]], alpha: float = 0.05) -> list[list[str]]:
-    """Per model, criterion and fine-tune: the paired difference to magnitude at each sparsity.
+    """Per model, criterion, reference and fine-tune: the paired difference at each sparsity.
 
     A cell reads ``+1.23 (p 0.01) better``: the mean accuracy difference in points and the paired
     t-test's p; "better" or "worse" when p < alpha, "tie" otherwise.
@@ -289,7 +320,7 @@ def verdict_lines(tests: list[dict[str, Any]], alpha: float = 0.05) -> list[list
     for t in tests:
         if t["model"] == "all":
             continue
-        key = (t["model"], t["method"], t["finetune"])
+        key = (t["model"], t["method"], t["reference"], t["finetune"])
         p = t["t_pvalue"]
         word = "tie" if not p < alpha else ("better" if t["mean_diff"] > 0 else "worse")
         cells[key][t["sparsity"]] = f"{t['mean_diff'] * 100:+.2f} (p {p:.2g}) {word}"
@@ -326,6 +357,7 @@ def _summary(rows: list[dict[str, Any]], part: str) -> list[list[str]]:
                 str(ft),
                 sp,
                 f"{_mean([r['achieved_sparsity'] for r in group]):.2f}",
+                f"{max(r['max_layer_sparsity'] for r in group):.3f}",
                 bits,
                 f"{_mean([r['bytes'] for r in group]):,.0f}",
                 f"{_mean([r['reduction'] for r in group]):.1%}",
@@ -385,6 +417,7 @@ def write_report(
         "fine-tune steps",
         "sparsity",
         "achieved",
+        "max layer",
         "bits",
         "bytes",
         "reduction",
@@ -396,11 +429,12 @@ def write_report(
     test_head = [
         "model",
         "method",
+        "reference",
         "fine-tune",
         "sparsity",
         "n",
         "mean acc",
-        "magnitude acc",
+        "reference acc",
         "diff (pts)",
         "t p",
         "Wilcoxon p",
@@ -409,6 +443,7 @@ def write_report(
         [
             t["model"],
             t["method"],
+            t["reference"],
             str(t["finetune"]),
             str(t["sparsity"]),
             str(t["n"]),
@@ -458,21 +493,35 @@ def write_report(
             "## Criterion search (pruning only, float32 weights; paper's sign rule at its own "
             "sparsity)",
             "",
+            "Rows marked (global) rank all layers together (`plan_pruning(scope='global')`, one "
+            "threshold for the whole model, no per-layer cap); the others prune the same share "
+            "of every layer. max layer: the largest share pruned from any one layer, over seeds "
+            "(1.000 would be a layer emptied).",
+            "",
             _markdown(head, _summary(rows, "search")),
             "",
-            "## Verdict: relevance criteria against magnitude pruning at equal sparsity",
+            "## Verdict: relevance criteria against magnitude pruning (per layer and global) at "
+            "equal sparsity",
             "",
-            "Mean accuracy difference to magnitude pruning in points over seeds (paired by seed: "
+            "Mean accuracy difference to the reference in points over seeds (paired by seed: "
             "same model, calibration inputs and sparsity), paired t-test p; better/worse when "
-            "p < 0.05, else tie. Weights float32 (pruning only).",
+            "p < 0.05, else tie. Weights float32 (pruning only). Reference `magnitude`: the same "
+            f"share of every layer; `{GLOBAL_MAGNITUDE}`: one magnitude threshold over all layers.",
             "",
             _markdown(
-                ["model", "criterion", "fine-tune steps", "seeds", *map(_percent, SPARSITIES)],
+                [
+                    "model",
+                    "criterion",
+                    "reference",
+                    "fine-tune steps",
+                    "seeds",
+                    *map(_percent, SPARSITIES),
+                ],
                 verdict_lines(tests),
             ),
             "",
-            "## Paired tests: relevance criteria against magnitude at equal sparsity (over seeds; "
-            "'all' pools models)",
+            "## Paired tests: relevance criteria against magnitude (per layer and global) at equal "
+            "sparsity (over seeds; 'all' pools models)",
             "",
             _markdown(test_head, test_lines),
             "",
@@ -510,8 +559,10 @@ def main() -> None:
     start = time.perf_counter()
     light = [
         "magnitude",
+        GLOBAL_MAGNITUDE,
         "random",
         "relevance_magnitude",
+        "relevance_magnitude (global)",
         "relevance_l2",
         "relevance",
         "signed_relevance",
@@ -542,7 +593,7 @@ def main() -> None:
     else:
         for job in jobs:
             rows += _run_one(job)
-    tests = paired_rows(rows)
+    tests = [t for reference in REFERENCES for t in paired_rows(rows, reference)]
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
