@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from leanxai.zoo.train import accuracy
+
 __all__ = [
     "DENSE_HIDDEN",
     "SETTINGS",
@@ -137,21 +139,6 @@ def train_dense(seed: int = 0) -> tuple[nn.Sequential, dict[str, Any]]:
         "seed": seed,
         "held_out_accuracy": accuracy(model, x_test, y_test),
     }
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of ``model`` (run in eval mode, restored after) on ``inputs``."""
-    was_training = model.training
-    model.eval()
-    try:
-        correct = 0
-        for start in range(0, labels.shape[0], 256):
-            logits = model(inputs[start : start + 256])  # (b, K)
-            correct += int((logits.argmax(1) == labels[start : start + 256]).sum())
-    finally:
-        model.train(was_training)
-    return correct / max(1, labels.shape[0])
 
 
 def float32_size(model: nn.Module) -> int:

@@ -189,7 +189,8 @@ def _random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of ``model`` (run in eval mode, restored after) on ``inputs``."""
     was_training = model.training
     model.eval()
     try:
@@ -199,7 +200,7 @@ def _accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> f
             correct += int((logits.argmax(1) == labels[start : start + 256]).sum())
     finally:
         model.train(was_training)
-    return correct / labels.shape[0]
+    return correct / max(1, labels.shape[0])
 
 
 def train_demo_model(
@@ -269,12 +270,12 @@ def train_demo_model(
             desc=f"demo CNN {i + 1}/{len(stages)}: {name}",
         )
     model.eval()
-    accuracy = _accuracy(model, held_out.images, held_out.labels)
+    held_out_accuracy = accuracy(model, held_out.images, held_out.labels)
     seconds = time.perf_counter() - start
     logger.info(
         "trained demo CNN in %.1f s, held-out accuracy %.3f (%d images)",
         seconds,
-        accuracy,
+        held_out_accuracy,
         _N_HELD_OUT,
     )
     metadata: dict[str, Any] = {
@@ -285,7 +286,7 @@ def train_demo_model(
         "epochs": epochs,
         "n_train": _N_TRAIN,
         "n_held_out": _N_HELD_OUT,
-        "held_out_accuracy": accuracy,
+        "held_out_accuracy": held_out_accuracy,
         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
         "classes": list(CLASSES),
         "input_size": [3, _SIZE, _SIZE],
