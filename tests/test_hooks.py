@@ -126,3 +126,24 @@ def test_input_of_stops_at_the_module_and_leaves_no_hook() -> None:
     assert not model.body[2]._forward_pre_hooks and not model.unused._forward_pre_hooks
     with pytest.raises(LayerError, match="does not exist"):
         input_of(model, "nope", x)
+
+
+def test_input_of_is_not_swallowed_by_a_model_catching_exceptions() -> None:
+    class Guarded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(3, 2)
+            self.fallback_ran = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            try:
+                return self.inner(x)
+            except Exception:
+                self.fallback_ran = True
+                return torch.zeros(x.shape[0], 2)
+
+    model = Guarded()
+    x = torch.randn(4, 3)
+    value, reached = input_of(model, "inner", x)
+    assert reached and torch.equal(value, x) and not model.fallback_ran
+    assert not model.inner._forward_pre_hooks

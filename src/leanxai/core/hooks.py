@@ -136,8 +136,11 @@ class OutputRecord:
     shape: tuple[int, ...] | None  # None when the output is not a tensor
 
 
-class _Reached(Exception):
-    """Raised by :func:`input_of`'s pre-hook to stop the forward pass at the module."""
+class _Reached(BaseException):
+    """Raised by :func:`input_of`'s pre-hook to stop the forward pass at the module.
+
+    A ``BaseException``, so a model's own ``except Exception`` cannot swallow it and run on.
+    """
 
 
 def input_of(model: nn.Module, name: str, *args: Any) -> tuple[Any, bool]:
