@@ -36,9 +36,14 @@ KEY_ROWS = (
     "router",
     "cascade matched to router",
     "router+escalate",
+    "cascade",
     "cascade matched to router+escalate",
     "random (router's mix)",
 )
+
+
+def _c(values: Any) -> str:
+    return "/".join(f"{v:g}" for v in values) if isinstance(values, list) else f"{values:g}"
 
 
 def _fmt_ms(value: float | None, digits: int = 2) -> str:
@@ -60,9 +65,11 @@ def table(result: dict[str, Any]) -> list[str]:
         if row["policy"] == "router":
             label = f"router (tau={row['parameter']:g})"
         elif row["policy"] == "router+escalate":
-            label = f"router+escalate (tau={row['extra']['tau']:g}, c={row['parameter']:g})"
+            label = f"router+escalate (tau={row['extra']['tau']:g}, c={_c(row['parameter'])})"
+        elif name == "cascade":
+            label = f"cascade, chosen on the router split (c={_c(row['parameter'])})"
         elif row["policy"] == "cascade":
-            label = f"{name} (c={row['parameter']:g})"
+            label = f"{name} (c={_c(row['parameter'])})"
         routing = "–" if row["routing_accuracy"] is None else f"{row['routing_accuracy']:.3f}"
         lines.append(
             f"| {label} | {row['accuracy']:.4f} | {row['mean_flops'] / 1e6:.2f} | "
@@ -78,6 +85,7 @@ def verdict(result: dict[str, Any]) -> list[str]:
     rows = {row["name"]: row for row in result["policies"]}
     heavy = rows["always-HEAVY"]
     out = []
+    cascade = rows.get("cascade")
     for name in ("router", "router+escalate"):
         if name not in rows:
             continue
@@ -89,6 +97,18 @@ def verdict(result: dict[str, Any]) -> list[str]:
             f"{row['relative_flops']:.1%} of always-HEAVY's FLOPs, probe included: "
             f"{'meets' if meets else 'does not meet'} the target (within 0.5 points at <= 30%)."
         )
+        if name == "router+escalate" and cascade is not None:
+            ratio = cascade["mean_flops"] / row["mean_flops"]
+            out.append(
+                f"  The cascade with thresholds chosen the same way (on the router split) reaches "
+                f"{cascade['accuracy']:.4f} at {cascade['relative_flops']:.1%}: "
+                + (
+                    f"{name} spends {ratio:.2f}x fewer FLOPs"
+                    if ratio >= 1
+                    else f"the cascade spends {1 / ratio:.2f}x fewer FLOPs"
+                )
+                + f", {(row['accuracy'] - cascade['accuracy']) * 100:+.2f} points of accuracy."
+            )
         match = rows.get(f"cascade matched to {name}")
         if match is None:
             out.append("  No cascade threshold reaches its accuracy.")
@@ -101,10 +121,17 @@ def verdict(result: dict[str, Any]) -> list[str]:
             else:
                 outcome = f"the cascade spends fewer FLOPs ({name} / cascade = {1 / ratio:.2f}x)"
             out.append(
-                f"  The cascade matches that accuracy ({match['accuracy']:.4f}) at threshold "
-                f"{match['parameter']:g} with {match['relative_flops']:.1%} of HEAVY's FLOPs: "
-                f"{outcome}."
+                f"  The cascade's best thresholds picked on the test split itself (optimistic) "
+                f"match that accuracy ({match['accuracy']:.4f}) at c={_c(match['parameter'])} "
+                f"with {match['relative_flops']:.1%} of HEAVY's FLOPs: {outcome}."
             )
+    auc = result.get("tiny_suffices_auc")
+    if auc:
+        out.append(
+            f"- Does TINY suffice? ROC AUC on the test split: router (seven features) "
+            f"{auc['router']:.3f}, the probe's top softmax probability alone "
+            f"{auc['probe_confidence']:.3f}."
+        )
     return out
 
 
@@ -122,13 +149,15 @@ def pareto_plot(result: dict[str, Any], path: Path) -> None:
         )
         if points:
             xs, ys = zip(*points, strict=True)
-            axes.plot(xs, ys, ".-", color=colour, label=f"{policy} (sweep)", markersize=3)
+            label = f"{policy} ({'tau sweep' if policy == 'router' else 'best thresholds'})"
+            axes.plot(xs, ys, ".-", color=colour, label=label, markersize=3)
     for row in result["policies"]:
         if row["policy"] in ("always", "oracle", "random") or row["name"] in (
             "router",
             "router+escalate",
+            "cascade",
         ):
-            marker = "*" if row["name"].startswith("router") else "o"
+            marker = "o" if row["policy"] in ("always", "oracle", "random") else "*"
             axes.plot(row["relative_flops"], row["accuracy"], marker, color="#333")
             axes.annotate(row["name"], (row["relative_flops"], row["accuracy"]), fontsize=7)
     axes.set_xscale("log")
@@ -181,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['probe_flops'] / 1e6:.2f}. Router trained on {meta.get('n_router')} inputs "
             f"(labels per tier T/L/M/H: {meta.get('label_counts')}); operating point by "
             f"cross-validation there: router alone tau={result['tau']:g}; with escalation "
-            f"tau={result['escalate_tau']}, c={result['escalate']}.",
+            f"tau={result['escalate_tau']}, per-tier thresholds (TINY/LIGHT/MEDIUM) "
+            f"c={_c(result['escalate']) if result['escalate'] else 'none'}; the cascade's "
+            f"thresholds chosen the same way c={_c(result['cascade'])}.",
             "",
             *table(result),
             "",

@@ -61,15 +61,24 @@ def train(dataset: str, cache_dir: str | None, retrain: bool) -> None:
     click.echo(
         f"{dataset}: router trained on {meta.get('n_router', '?')} inputs the tiers never saw "
         f"(labels per tier {meta.get('label_counts', '?')}); operating points: tau="
-        f"{routing.router.tau:g} alone, tau={routing.escalate_tau} with escalate="
-        f"{routing.escalate}"
+        f"{routing.router.tau:g} alone, tau={routing.escalate_tau} with escalation "
+        f"thresholds (TINY/LIGHT/MEDIUM) {_thresholds(routing.escalate)}; cascade "
+        f"{_thresholds(routing.cascade)}"
     )
+
+
+def _thresholds(values: Any) -> str:
+    """``0.9/0.9/0.7`` for per-tier thresholds, ``none`` for ``None``."""
+    if values is None:
+        return "none"
+    return "/".join(f"{float(v):g}" for v in values)
 
 
 def _format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['dataset']}: {result['n']} held-out inputs; tau={result['tau']:g}; with "
-        f"escalation tau={result['escalate_tau']}, escalate={result['escalate']}",
+        f"escalation tau={result['escalate_tau']}, thresholds "
+        f"{_thresholds(result['escalate'])}; cascade {_thresholds(result.get('cascade'))}",
         f"{'policy':34} {'accuracy':>8} {'MFLOPs':>8} {'vs HEAVY':>8} {'ms b1':>7} {'ms b32':>7}"
         "  tier mix (T/L/M/H)",
     ]

@@ -14,13 +14,15 @@ Policies (:func:`evaluate_policies`):
   any router that reads the probe.
 - ``router``: the probe's explanation, the router's tier at ``tau``, that tier.
 - ``router+escalate``: the same, then escalation from the routed tier while the top softmax
-  probability is below ``escalate`` (what the confidence cascade knows).
-- ``cascade``: TINY for everyone, escalating tier by tier while unsure, paying for each model run.
+  probability is below that tier's threshold (what the confidence cascade knows).
+- ``cascade``: TINY for everyone, escalating tier by tier while unsure, paying for each model run;
+  its per-tier thresholds are chosen on the router split exactly as the router's are.
 - ``random``: the router's tier mix at its operating point, drawn at random per input, probe paid.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,12 +38,19 @@ from tqdm.auto import tqdm
 from leanxai.core.hooks import eval_mode
 from leanxai.core.models import logits_of
 from leanxai.route.features import FeatureExtractor
-from leanxai.route.routed import ConfidenceCascade, RoutedClassifier, count_flops
+from leanxai.route.routed import (
+    ConfidenceCascade,
+    Escalation,
+    RoutedClassifier,
+    _check_escalate,
+    count_flops,
+)
 from leanxai.route.router import TIERS, TierRouter, smallest_correct_tier
 
 __all__ = [
     "PolicyResult",
     "TierOutputs",
+    "choose_cascade",
     "choose_operating_point",
     "collect_outputs",
     "evaluate_policies",
@@ -59,7 +68,23 @@ THRESHOLDS: tuple[float, ...] = tuple(
     float(t)
     for t in np.round(np.concatenate([np.linspace(0.0, 0.9, 19), 1 - np.logspace(-1.3, -4, 12)]), 5)
 )
-"""The cascade's (and escalation's) top-probability thresholds swept."""
+"""The cascade's (and escalation's) top-probability thresholds swept, one for every tier."""
+
+STAGE_THRESHOLDS: tuple[float, ...] = (
+    0.0,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.85,
+    0.9,
+    0.93,
+    0.95,
+    0.97,
+    0.99,
+    1.0,
+)
+"""The values each tier's own threshold takes in the per-tier search (every combination)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +194,7 @@ def simulate(
     outputs: TierOutputs,
     start: np.ndarray,
     *,
-    escalate: float | None = None,
+    escalate: Escalation | None = None,
     probe: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What a policy predicts and spends, from the tiers' outputs.
@@ -181,7 +206,8 @@ def simulate(
     start
         ``(N,)`` the first tier each input runs on.
     escalate
-        Move on to the next tier while the top probability is below it (``None``: never).
+        Move on to the next tier while the top probability is below the threshold: one number
+        for every tier, or one per tier but the last (``None``: never).
     probe
         Whether the probe's explanation ran first (its FLOPs are paid, and tier 0's prediction
         comes with it at no further cost).
@@ -192,20 +218,81 @@ def simulate(
         ``(N,)`` each.
     """
     n, n_tiers, _ = outputs.probabilities.shape
+    thresholds = _check_escalate(escalate, n_tiers)
     stage = np.asarray(start, dtype=np.int64).copy()
     rows = np.arange(n)
     flops = np.full(n, outputs.probe_flops if probe else 0, dtype=np.int64)
     # The start tier is paid for, except tier 0 after the probe: its prediction came with it.
     flops += np.where((stage == 0) & probe, 0, outputs.tier_flops[stage])
-    while escalate is not None:
-        top = outputs.probabilities[rows, stage].max(1)
-        move = (top < escalate) & (stage < n_tiers - 1)
-        if not move.any():
-            break
-        stage = np.where(move, stage + 1, stage)
-        flops += np.where(move, outputs.tier_flops[stage], 0)
+    if thresholds is not None:
+        # The last tier never escalates: a threshold of -1 is never cleared from below.
+        per_tier = np.array([*thresholds, -1.0])
+        top = outputs.probabilities.max(2)
+        for _ in range(n_tiers - 1):
+            move = top[rows, stage] < per_tier[stage]
+            if not move.any():
+                break
+            stage = np.where(move, stage + 1, stage)
+            flops += np.where(move, outputs.tier_flops[stage], 0)
     prediction = outputs.probabilities[rows, stage].argmax(1)
     return prediction, stage, flops
+
+
+def _grid(n_tiers: int) -> list[tuple[float, ...]]:
+    """Every per-tier threshold combination of :data:`STAGE_THRESHOLDS`, and every single
+    threshold of :data:`THRESHOLDS` for all tiers alike."""
+    combos = set(itertools.product(STAGE_THRESHOLDS, repeat=n_tiers - 1))
+    combos.update((t,) * (n_tiers - 1) for t in THRESHOLDS)
+    return sorted(combos)
+
+
+def _sweep(
+    outputs: TierOutputs, start: np.ndarray, *, probe: bool, chunk: int = 64
+) -> list[tuple[float, float, tuple[float, ...]]]:
+    """``(accuracy, mean FLOPs, thresholds)`` for every escalation of :func:`_grid` from
+    ``start``: :func:`simulate` for many thresholds at once (a test checks they agree)."""
+    n, n_tiers, _ = outputs.probabilities.shape
+    combos = _grid(n_tiers)
+    start = np.asarray(start, dtype=np.int64)
+    top = outputs.probabilities.max(2)[:, :-1]  # (N, T-1): the last tier never escalates
+    correct = outputs.correct
+    rows = np.arange(n)
+    # cost[s, f]: FLOPs of running tiers s..f, the probe's tier 0 free after the probe.
+    tiers = np.arange(n_tiers)
+    cost = np.where(
+        tiers[None, :] >= tiers[:, None],
+        np.cumsum(np.triu(np.broadcast_to(outputs.tier_flops, (n_tiers, n_tiers))), 1),
+        0,
+    ).astype(np.float64)
+    if probe:
+        cost[0] -= outputs.tier_flops[0]
+    base = outputs.probe_flops if probe else 0
+    reachable = tiers[None, :-1] >= start[:, None]  # (N, T-1)
+    found: list[tuple[float, float, tuple[float, ...]]] = []
+    for first in range(0, len(combos), chunk):
+        block = np.asarray(combos[first : first + chunk])  # (M, T-1)
+        stop = (top[None] >= block[:, None, :]) & reachable[None]  # (M, N, T-1)
+        stop = np.concatenate([stop, np.ones((len(block), n, 1), dtype=bool)], 2)
+        final = stop.argmax(2)  # (M, N)
+        accuracy = correct[rows[None], final].mean(1)
+        flops = base + cost[start[None], final].mean(1)
+        found.extend(
+            (float(a), float(f), tuple(float(v) for v in values))
+            for a, f, values in zip(accuracy, flops, block, strict=True)
+        )
+    return found
+
+
+def _pareto(
+    points: Sequence[tuple[float, float, tuple[float, ...]]],
+) -> list[tuple[float, float, tuple[float, ...]]]:
+    """The points no other point beats on both accuracy (higher) and FLOPs (lower), cheapest
+    first."""
+    front: list[tuple[float, float, tuple[float, ...]]] = []
+    for point in sorted(points, key=lambda p: (p[1], -p[0])):
+        if not front or point[0] > front[-1][0]:
+            front.append(point)
+    return front
 
 
 @dataclass
@@ -219,7 +306,7 @@ class PolicyResult:
 
     name: str
     policy: str
-    parameter: float | None
+    parameter: float | list[float] | None
     accuracy: float
     mean_flops: float
     relative_flops: float
@@ -238,7 +325,7 @@ def _result(
     outputs: TierOutputs,
     name: str,
     policy: str,
-    parameter: float | None,
+    parameter: float | Sequence[float] | None,
     prediction: np.ndarray,
     tier: np.ndarray,
     flops: np.ndarray,
@@ -249,7 +336,13 @@ def _result(
     return PolicyResult(
         name=name,
         policy=policy,
-        parameter=parameter,
+        parameter=(
+            None
+            if parameter is None
+            else float(parameter)
+            if isinstance(parameter, (int, float))
+            else [float(p) for p in parameter]
+        ),
         accuracy=float((prediction == outputs.labels).mean()),
         mean_flops=mean_flops,
         relative_flops=mean_flops / float(outputs.tier_flops[-1]),
@@ -281,6 +374,17 @@ def _route_from(sufficiency: np.ndarray, tau: float) -> np.ndarray:
     return (sufficiency >= tau - 1e-12).argmax(1).astype(np.int64)
 
 
+def _cheapest(
+    candidates: Sequence[tuple[float, float, Any]], goal: float
+) -> tuple[float, float, Any]:
+    """The cheapest ``(accuracy, flops, choice)`` with accuracy at least ``goal`` (the most
+    accurate when none has)."""
+    qualified = [c for c in candidates if c[0] >= goal - 1e-12]
+    if qualified:
+        return min(qualified, key=lambda c: (c[1], -c[0]))
+    return max(candidates, key=lambda c: (c[0], -c[1]))
+
+
 def choose_operating_point(
     router: TierRouter,
     outputs: TierOutputs,
@@ -289,42 +393,59 @@ def choose_operating_point(
     escalate: bool = True,
     folds: int = 5,
     seed: int = 0,
-) -> tuple[float, float | None]:
-    """Pick ``tau`` (and an escalation threshold) on the router's training data only.
+) -> tuple[float, tuple[float, ...] | None]:
+    """Pick ``tau`` (and per-tier escalation thresholds) on the router's training data only.
 
     The router's out-of-fold sufficiency (cross-validation on ``outputs``) gives each candidate
-    ``(tau, escalate)`` an accuracy and a mean FLOPs on data the router did not fit; the cheapest
-    candidate whose accuracy is at least always-HEAVY's minus ``max_drop`` wins (the most
-    accurate, when none qualifies). Held-out data are never looked at.
+    ``(tau, thresholds)`` an accuracy and a mean FLOPs on data the router did not fit; the
+    cheapest candidate whose accuracy is at least always-HEAVY's minus ``max_drop`` wins (the
+    most accurate, when none qualifies). Candidates: every ``tau`` of :data:`TAUS` without
+    escalation and, with ``escalate``, every other ``tau`` with every threshold combination of
+    :data:`STAGE_THRESHOLDS` (and every single threshold of :data:`THRESHOLDS`). Held-out data
+    are never looked at.
 
     Returns
     -------
     tau, escalate
-        ``escalate`` is ``None`` when escalation is off or does not help.
+        ``escalate`` holds one threshold per tier but the last; ``None`` when escalation is off
+        or does not help.
     """
     sufficiency = _oof_sufficiency(router, outputs, folds, seed)
     goal = float(outputs.correct[:, -1].mean()) - max_drop
-    candidates: list[tuple[bool, float, float, float, float | None]] = []
+    candidates: list[tuple[float, float, tuple[float, tuple[float, ...] | None]]] = []
     for tau in TAUS:
-        start = _route_from(sufficiency, tau)
-        for threshold in (None, *(THRESHOLDS if escalate else ())):
-            prediction, _, flops = simulate(outputs, start, escalate=threshold)
-            accuracy = float((prediction == outputs.labels).mean())
-            candidates.append((accuracy >= goal, float(flops.mean()), accuracy, tau, threshold))
-    qualified = [c for c in candidates if c[0]]
-    if qualified:
-        best = min(qualified, key=lambda c: (c[1], -c[2]))
-    else:
-        best = max(candidates, key=lambda c: (c[2], -c[1]))
+        prediction, _, flops = simulate(outputs, _route_from(sufficiency, tau))
+        accuracy = float((prediction == outputs.labels).mean())
+        candidates.append((accuracy, float(flops.mean()), (tau, None)))
+    if escalate:
+        for tau in TAUS[::2]:
+            start = _route_from(sufficiency, tau)
+            for accuracy, flops_mean, thresholds in _sweep(outputs, start, probe=True):
+                candidates.append((accuracy, flops_mean, (tau, thresholds)))
+    accuracy, flops_mean, (tau, thresholds) = _cheapest(candidates, goal)
     logger.info(
         "operating point tau=%s escalate=%s: cross-validated accuracy %.4f (goal %.4f), %.3g FLOPs",
-        best[3],
-        best[4],
-        best[2],
+        tau,
+        thresholds,
+        accuracy,
         goal,
-        best[1],
+        flops_mean,
     )
-    return best[3], best[4]
+    return tau, thresholds
+
+
+def choose_cascade(outputs: TierOutputs, *, max_drop: float = 0.0025) -> tuple[float, ...]:
+    """The confidence cascade's per-tier thresholds, chosen on the router split as
+    :func:`choose_operating_point` chooses the router's: the cheapest combination whose accuracy
+    is at least always-HEAVY's minus ``max_drop``."""
+    goal = float(outputs.correct[:, -1].mean()) - max_drop
+    start = np.zeros(len(outputs), dtype=np.int64)
+    _, _, thresholds = _cheapest(_sweep(outputs, start, probe=False), goal)
+    return tuple(thresholds)
+
+
+def _label(values: Sequence[float]) -> str:
+    return "/".join(f"{v:g}" for v in values)
 
 
 def evaluate_policies(
@@ -332,15 +453,20 @@ def evaluate_policies(
     outputs: TierOutputs,
     *,
     tau: float | None = None,
-    escalate: float | None = None,
+    escalate: Escalation | None = None,
     escalate_tau: float | None = None,
+    cascade: Escalation | None = None,
     seed: int = 0,
 ) -> list[PolicyResult]:
     """Every policy of the module docstring on held-out ``outputs``.
 
     The router's operating point (``tau``, default ``router.tau``) gives the row ``router``;
-    ``escalate`` with ``escalate_tau`` (default ``tau``) the row ``router+escalate``; curves
-    sweep :data:`TAUS` and :data:`THRESHOLDS` (``extra["curve"] = True``).
+    ``escalate`` with ``escalate_tau`` (default ``tau``) the row ``router+escalate``;
+    ``cascade`` (thresholds chosen on the router split, :func:`choose_cascade`) the row
+    ``cascade``. Curves (``extra["curve"] = True``): the router's ``tau`` sweep over
+    :data:`TAUS`; for the escalating router (from its routed tiers) and for the cascade, the
+    accuracy-FLOPs Pareto front of every threshold combination, found on these held-out data
+    (so the curves are the best each could do, an optimistic bound).
     """
     n, n_tiers, _ = outputs.probabilities.shape
     names = list(TIERS) if n_tiers == len(TIERS) else [str(t) for t in range(n_tiers)]
@@ -370,14 +496,16 @@ def evaluate_policies(
         _result(outputs, "router", "router", operating, prediction, tier, flops, routed_at_point)
     )
     if escalate is not None:
+        thresholds = _check_escalate(escalate, n_tiers)
+        assert thresholds is not None
         escalate_at = operating if escalate_tau is None else escalate_tau
         routed_escalating = _route_from(sufficiency, escalate_at)
-        prediction, tier, flops = simulate(outputs, routed_escalating, escalate=escalate)
+        prediction, tier, flops = simulate(outputs, routed_escalating, escalate=thresholds)
         row = _result(
             outputs,
             "router+escalate",
             "router+escalate",
-            escalate,
+            thresholds,
             prediction,
             tier,
             flops,
@@ -385,13 +513,13 @@ def evaluate_policies(
         )
         row.extra["tau"] = escalate_at
         results.append(row)
-        for value in THRESHOLDS:
-            prediction, tier, flops = simulate(outputs, routed_escalating, escalate=value)
+        for _, _, values in _pareto(_sweep(outputs, routed_escalating, probe=True)):
+            prediction, tier, flops = simulate(outputs, routed_escalating, escalate=values)
             row = _result(
                 outputs,
-                f"router+escalate c={value:g}",
+                f"router+escalate c={_label(values)}",
                 "router+escalate",
-                value,
+                values,
                 prediction,
                 tier,
                 flops,
@@ -399,11 +527,17 @@ def evaluate_policies(
             )
             row.extra.update(curve=True, tau=escalate_at)
             results.append(row)
-    for value in THRESHOLDS:
-        prediction, tier, flops = simulate(
-            outputs, np.zeros(n, dtype=np.int64), escalate=value, probe=False
+    first = np.zeros(n, dtype=np.int64)
+    if cascade is not None:
+        thresholds = _check_escalate(cascade, n_tiers, name="cascade")
+        assert thresholds is not None
+        prediction, tier, flops = simulate(outputs, first, escalate=thresholds, probe=False)
+        results.append(_result(outputs, "cascade", "cascade", thresholds, prediction, tier, flops))
+    for _, _, values in _pareto(_sweep(outputs, first, probe=False)):
+        prediction, tier, flops = simulate(outputs, first, escalate=values, probe=False)
+        row = _result(
+            outputs, f"cascade c={_label(values)}", "cascade", values, prediction, tier, flops
         )
-        row = _result(outputs, f"cascade c={value:g}", "cascade", value, prediction, tier, flops)
         row.extra["curve"] = True
         results.append(row)
     mix = np.bincount(routed_at_point, minlength=n_tiers) / n
@@ -460,8 +594,8 @@ def pipelines(
     router: TierRouter,
     *,
     tau: float,
-    escalate: float | None,
-    cascade_threshold: float | None,
+    escalate: Escalation | None,
+    cascade_threshold: Escalation | None,
     escalate_tau: float | None = None,
 ) -> dict[str, Callable[[torch.Tensor], Any]]:
     """The runnable pipeline behind each policy, for :func:`measure_latency`."""

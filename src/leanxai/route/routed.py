@@ -25,7 +25,7 @@ from leanxai.explainers.base import check_images
 from leanxai.route.features import FeatureExtractor
 from leanxai.route.router import TIERS, TierRouter
 
-__all__ = ["ConfidenceCascade", "RoutedClassifier", "RoutedResult", "count_flops"]
+__all__ = ["ConfidenceCascade", "Escalation", "RoutedClassifier", "RoutedResult", "count_flops"]
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,36 @@ def count_flops(model: nn.Module, inputs: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def _check_escalate(value: object) -> float | None:
+Escalation = float | Sequence[float]
+"""An escalation threshold: one number for every tier, or one per tier but the last."""
+
+
+def _check_escalate(
+    value: object, n_tiers: int, name: str = "escalate"
+) -> tuple[float, ...] | None:
+    """``None``, or one threshold in ``[0, 1]`` per tier but the last."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise ValueError(f"escalate must be None or a number in [0, 1], got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"escalate must be in [0, 1], got {value!r}")
-    return float(value)
+
+    def number(item: object) -> float:
+        if isinstance(item, bool) or not isinstance(item, (int, float, np.floating, np.integer)):
+            raise ValueError(
+                f"{name} must be None, a number in [0, 1] or one per tier but the last, "
+                f"got {value!r}"
+            )
+        if not 0.0 <= float(item) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        return float(item)
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        return (number(value),) * (n_tiers - 1)
+    thresholds = tuple(number(item) for item in value)
+    if len(thresholds) != n_tiers - 1:
+        raise ValueError(
+            f"{name} must hold one threshold per tier but the last ({n_tiers - 1}), got "
+            f"{len(thresholds)}"
+        )
+    return thresholds
 
 
 class _Stages:
@@ -122,7 +144,7 @@ class _Stages:
         self,
         inputs: torch.Tensor,
         start: np.ndarray,
-        escalate: float | None,
+        escalate: tuple[float, ...] | None,
         known: dict[int, torch.Tensor],
         prediction: np.ndarray,
         flops: np.ndarray,
@@ -133,8 +155,9 @@ class _Stages:
 
         ``start[i]`` is input ``i``'s first tier; ``known[t]`` holds ``(B, K)`` logits of tier
         ``t`` already computed for every input (the probe's), used without cost. With
-        ``escalate``, an input whose top softmax probability at its tier is below it moves on to
-        the next tier, paying for it, until one clears it or the last tier has run.
+        ``escalate`` (one threshold per tier but the last), an input whose top softmax
+        probability at tier ``t`` is below ``escalate[t]`` moves on to the next tier, paying for
+        it, until one clears its threshold or the last tier has run.
 
         Returns the final tier and its top probability per input.
         """
@@ -169,7 +192,7 @@ class _Stages:
             prediction[members] = label.cpu().numpy()
             top[members] = best.cpu().numpy()
             if escalate is not None and index < last:
-                unsure = members[top[members] < escalate]
+                unsure = members[top[members] < escalate[index]]
                 stage[unsure] = index + 1
         return stage, top
 
@@ -195,7 +218,8 @@ class RoutedClassifier:
         ``None`` (default) runs only the routed tier. A number in ``[0, 1]`` also uses what a
         confidence cascade knows: when the routed tier's top softmax probability is below
         ``escalate``, the next larger tier runs too (and is paid for), and so on until one clears
-        it or the largest has run; the last tier run gives the prediction.
+        it or the largest has run; the last tier run gives the prediction. A sequence gives one
+        threshold per tier but the last (TINY's, LIGHT's, MEDIUM's).
     """
 
     def __init__(
@@ -205,7 +229,7 @@ class RoutedClassifier:
         router: TierRouter,
         layer: str | None = None,
         tau: float | None = None,
-        escalate: float | None = None,
+        escalate: Escalation | None = None,
     ) -> None:
         self.probe = probe
         self.tiers = list(tiers)
@@ -228,8 +252,8 @@ class RoutedClassifier:
     def predict(self, inputs: torch.Tensor) -> RoutedResult:
         """Route and classify ``inputs`` ``(B, C, H, W)``."""
         inputs = check_images(inputs)
-        escalate = _check_escalate(self.escalate)
         n_tiers = 1 + len(self.tiers)
+        escalate = _check_escalate(self.escalate, n_tiers)
         if getattr(self.router, "n_tiers", n_tiers) != n_tiers:
             raise InputError(
                 f"the router knows {self.router.n_tiers} tiers but {n_tiers} were given "
@@ -281,10 +305,11 @@ class ConfidenceCascade:
     tiers
         All tiers, smallest first (TINY, LIGHT, MEDIUM, HEAVY).
     threshold
-        Top-probability threshold in ``[0, 1]``: 0 stops at TINY always, 1 runs every tier.
+        Top-probability threshold in ``[0, 1]``: 0 stops at TINY always, 1 runs every tier. A
+        sequence gives one threshold per tier but the last.
     """
 
-    def __init__(self, tiers: Sequence[nn.Module], threshold: float) -> None:
+    def __init__(self, tiers: Sequence[nn.Module], threshold: Escalation) -> None:
         self.tiers = list(tiers)
         self.threshold = threshold
         self._stages = _Stages(self.tiers)
@@ -293,11 +318,11 @@ class ConfidenceCascade:
         """Classify ``inputs`` ``(B, C, H, W)``; ``confidence`` is the last tier's top
         probability, ``features`` is empty."""
         inputs = check_images(inputs)
-        threshold = _check_escalate(self.threshold)
-        if threshold is None:
-            raise ValueError("threshold must be a number in [0, 1], got None")
         if len(self.tiers) < 1:
             raise ValueError("tiers must hold at least one model")
+        if self.threshold is None:
+            raise ValueError("threshold must be a number in [0, 1], got None")
+        threshold = _check_escalate(self.threshold, len(self.tiers), name="threshold")
         batch = len(inputs)
         prediction = np.full(batch, -1, dtype=np.int64)
         latency = np.zeros(batch)
