@@ -6,7 +6,8 @@ cross-validation on that split), then run :func:`leanxai.route.system.evaluate_r
 split nobody trained on -- the same code as ``leanxai route eval``. FLOPs count every model that
 runs, the probe's explanation included; latency is measured on the real pipelines.
 
-    python benchmarks/routing.py                 # both data sets (tiers train once, ~10 min)
+    python benchmarks/routing.py                 # both data sets (tiers train once, ~25 min;
+                                                 # then ~5 min)
     python benchmarks/routing.py --readme        # also replace the tables in README.md
     python benchmarks/routing.py --datasets mnist --no-latency
 
@@ -103,8 +104,10 @@ def verdict(result: dict[str, Any]) -> list[str]:
                 f"  The cascade with thresholds chosen the same way (on the router split) reaches "
                 f"{cascade['accuracy']:.4f} at {cascade['relative_flops']:.1%}: "
                 + (
-                    f"{name} spends {ratio:.2f}x fewer FLOPs"
-                    if ratio >= 1
+                    "they spend the same FLOPs"
+                    if abs(ratio - 1) < 0.01
+                    else f"{name} spends {ratio:.2f}x fewer FLOPs"
+                    if ratio > 1
                     else f"the cascade spends {1 / ratio:.2f}x fewer FLOPs"
                 )
                 + f", {(row['accuracy'] - cascade['accuracy']) * 100:+.2f} points of accuracy."
