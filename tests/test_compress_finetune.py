@@ -3,6 +3,7 @@ and the defaults of compress()."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -42,6 +43,38 @@ def test_relevance_magnitude_is_absolute_relevance_times_magnitude():
         torch.testing.assert_close(value, relevance[name] * weights[name].detach().abs())
     with pytest.raises(ValueError, match="calibration inputs"):
         weight_scores(model, None, criterion="relevance_magnitude")
+
+
+def test_relevance_tempered_is_magnitude_times_relative_relevance_flow():
+    model, x = _mlp(), _inputs()
+    with torch.no_grad():  # a dead weight: score 0, and left out of its layer's median
+        model[0].weight[0, 0] = 0.0
+    scores = weight_scores(model, x, criterion="relevance_tempered")
+    l2 = weight_relevance(model, x, reduce="l2")
+    weights = dict(model.named_parameters())
+    assert list(scores) == list(l2)
+    for name, value in scores.items():
+        w = weights[name].detach().double().abs()
+        rho = np.where(w.numpy() > 0, l2[name].double().numpy() / np.maximum(w.numpy(), 1e-300), 0)
+        median = np.median(rho[w.numpy() > 0])
+        expected = w.numpy() * (rho / median) ** 0.5
+        np.testing.assert_allclose(value.double().numpy(), expected, rtol=1e-6, atol=1e-12)
+    assert scores["0.weight"][0, 0] == 0
+
+
+def test_compress_default_prunes_by_relevance_tempered_over_all_layers():
+    model, x = _mlp(), _inputs()
+    result = compress(model, x, finetune_steps=0)
+    assert result.plan is not None
+    assert result.plan.criterion == DEFAULT_CRITERION == "relevance_tempered"
+    assert result.plan.scope == "global"
+    expected = plan_pruning(
+        weight_scores(model, x, criterion="relevance_tempered"),
+        sparsity=DEFAULT_SPARSITY,
+        scope="global",
+    )
+    for name, mask in expected.masks.items():
+        assert torch.equal(result.plan.masks[name], mask)
 
 
 def test_finetune_keeps_masks_and_brings_the_student_closer():
