@@ -191,3 +191,21 @@ def test_bad_data_and_output_paths(tmp_path, weights, data):
     empty.mkdir()
     result = run(*base, "--data", str(empty), "--out", str(tmp_path / "o.safetensors"))
     assert result.exit_code == 1 and "no readable image" in result.output
+
+
+def test_scope_layer_prunes_the_same_share_of_each_layer(tmp_path, weights, data):
+    out = tmp_path / "small.safetensors"
+    options = ["--prune", "magnitude", "--sparsity", "0.25", "--bits", "none"]
+    result = run(
+        "--model", SPEC, "--weights", str(weights), "--data", str(data), "--out", str(out),
+        *options, "--finetune-steps", "0", "--scope", "layer",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = load_compressed(out)
+    shares = [float((p == 0).float().mean()) for n, p in model.named_parameters() if "weight" in n]
+    assert shares == [0.25, 0.25]
+    bad = run(
+        "--model", SPEC, "--weights", str(weights), "--data", str(data), "--out", str(out),
+        "--overwrite", "--scope", "model",
+    )  # fmt: skip
+    assert bad.exit_code != 0 and "--scope" in bad.output

@@ -20,6 +20,7 @@ from leanxai.zoo.tiers import (
     load_tiers,
     mixed_shapes,
     tier_correct,
+    tier_data,
     train_tier,
 )
 
@@ -156,3 +157,34 @@ def test_tier_correct_marks_each_model() -> None:
     correct = tier_correct([right], inputs, labels)
     assert correct.shape == (5, 1)
     assert correct[:, 0].tolist() == [True, False, True, False, True]
+
+
+def test_extra_sets_add_fresh_images_to_one_tier(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    recipe = dataclasses.replace(
+        tiers._RECIPES["shapes"], size=32, n_train=20, n_held_out=10, easy_epochs=0
+    )
+    monkeypatch.setattr(tiers, "_RECIPES", {"shapes": recipe})
+    tiers._tier_data.cache_clear()
+    seen: dict[str, torch.Tensor] = {}
+
+    def record(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **kwargs: Any) -> None:
+        seen[kwargs["desc"]] = images
+
+    monkeypatch.setattr(tiers, "fit_classifier", record)
+    try:
+        _, light = train_tier("shapes", "LIGHT", progress=False)
+        _, tiny = train_tier("shapes", "TINY", progress=False)
+        base = tier_data("shapes", "train").images
+    finally:
+        tiers._tier_data.cache_clear()
+    assert recipe.extra_sets == {"LIGHT": 2}
+    assert light["n_train"] == 60 and tiny["n_train"] == 20
+    images = seen["shapes LIGHT (all)"]
+    assert torch.equal(images[:20], base) and torch.equal(seen["shapes TINY (all)"], base)
+    # Two further sets, each drawn with its own seed: no image repeats a training image.
+    flat = images.flatten(1)
+    assert torch.cdist(flat[20:], flat[:20]).min() > 0
+    assert torch.cdist(flat[20:40], flat[40:]).min() > 0
+    assert tiers.tier_version("shapes", "LIGHT") != tiers.tier_version("shapes", "TINY")

@@ -15,7 +15,7 @@ import click
 import torch
 
 from leanxai.cli.main import fail, main
-from leanxai.compress import DEFAULT_CRITERION, PRUNE_OPTIONS
+from leanxai.compress import DEFAULT_CRITERION, DEFAULT_SCOPE, PRUNE_OPTIONS
 from leanxai.core.errors import InputError
 
 BUILT_IN_DATA = ("shapes", "mnist")
@@ -122,6 +122,13 @@ def _calibration(data: str, loaded: Any, count: int, size: tuple[int, int] | Non
     help="share of weights to prune (default: that of compress())",
 )
 @click.option(
+    "--scope",
+    type=click.Choice(["global", "layer"]),
+    default=DEFAULT_SCOPE,
+    show_default=True,
+    help="rank all layers' weights together (global) or prune the same share of each layer",
+)
+@click.option(
     "--bits",
     "bits_spec",
     default="8,4",
@@ -158,6 +165,7 @@ def compress(
     out_file: Path,
     prune: str,
     sparsity: float | None,
+    scope: str,
     bits_spec: str,
     rule: str,
     finetune_steps: int | None,
@@ -196,6 +204,7 @@ def compress(
         "bits": bits,
         "rule": rule,
         "sparsity": defaults["sparsity"].default if sparsity is None else sparsity,
+        "scope": scope,
     }
     if finetune_steps is not None:
         options["finetune_steps"] = finetune_steps

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,10 @@ _ARCHITECTURES: Mapping[str, tuple[int, int]] = {
 
 # The cache version of each tier: v2 tiers were trained before LIGHT and MEDIUM were reshaped so
 # that FLOPs grow with the tier (v2's MEDIUM cost more than HEAVY).
+# Shapes LIGHT v6 trains on three times the data (``extra_sets``): on 8,000 images it reached
+# 0.820 on the routing test set, on 24,000 0.886, so that far more inputs stop at LIGHT.
 _TIER_VERSIONS: Mapping[tuple[str, str], str] = {
+    ("shapes", "LIGHT"): "v6",
     ("mnist", "TINY"): "v2",
     ("mnist", "LIGHT"): "v3",
     ("mnist", "MEDIUM"): "v3",
@@ -94,6 +97,9 @@ _TIER_VERSIONS: Mapping[tuple[str, str], str] = {
 
 _HELD_OUT_SEED_OFFSET = 1_000_003
 _EASY_SEED_OFFSET = 3_000_017
+# Extra training sets of a tier are drawn with seeds 5_000_000, 5_000_001, ...: apart from the
+# training (0), held-out (1_000_003), router (2_000_003) and test (4_000_037) seeds.
+_EXTRA_SEED_OFFSET = 5_000_000
 
 # A curriculum starts on these alone: from the start, cluttered shapes leave the loss flat.
 _EASY = frozenset({"easy", "clean"})
@@ -110,6 +116,7 @@ class _Recipe:
     flip_and_rotate: bool
     easy_epochs: int = 0
     n_easy: int = 0
+    extra_sets: Mapping[str, int] = field(default_factory=dict)
     stem: bool = False
     batch_size: int = 64
     lr: float = 3e-3
@@ -128,6 +135,7 @@ _RECIPES: Mapping[str, _Recipe] = {
         flip_and_rotate=True,
         easy_epochs=10,
         n_easy=2000,
+        extra_sets={"LIGHT": 2},
         stem=True,
         batch_size=32,
         lr=1e-2,
@@ -523,6 +531,17 @@ def tier_correct(
     return torch.stack(columns, 1)
 
 
+def _concat(parts: Sequence[TierData]) -> TierData:
+    return TierData(
+        images=torch.cat([p.images for p in parts]),
+        labels=torch.cat([p.labels for p in parts]),
+        masks=torch.cat([p.masks for p in parts]),
+        difficulty=tuple(d for p in parts for d in p.difficulty),
+        severity=torch.cat([p.severity for p in parts]),
+        classes=parts[0].classes,
+    )
+
+
 def _accuracy_by(correct: torch.Tensor, groups: Sequence[str]) -> dict[str, float]:
     result = {}
     for name in dict.fromkeys(sorted(groups)):
@@ -548,6 +567,8 @@ def train_tier(
     to them), and a curriculum: 10 epochs (one cycle) on 2,000 fresh images of the ``easy``
     preset, then the recipe's epochs (another cycle) on the mixture, since cluttered shapes from
     the start leave the loss flat; the shapes tiers start with a 2x2 average pooling (``stem``).
+    The shapes LIGHT tier trains on 24,000 images: the 8,000 of :func:`tier_data` and two more
+    sets of 8,000 drawn by :func:`mixed_shapes` with their own seeds.
 
     Parameters
     ----------
@@ -579,6 +600,15 @@ def train_tier(
     start = time.perf_counter()
     train = tier_data(dataset, "train")
     held_out = tier_data(dataset, "held_out")
+    extra_sets = recipe.extra_sets.get(tier, 0)
+    if extra_sets and n_train is None:
+        train = _concat(
+            [train]
+            + [
+                mixed_shapes(recipe.n_train, _EXTRA_SEED_OFFSET + k, size=recipe.size)
+                for k in range(extra_sets)
+            ]
+        )
     if n_train is not None:
         train = train.subset(torch.arange(min(n_train, len(train))))
     if n_held_out is not None:
