@@ -27,7 +27,7 @@ train once, about a minute each, and are cached).
 The shapes zoo CNN is left out: only its seed 0 is cached and its 64x64 fine-tunes cost several
 times the MNIST ones.
 
-Run ``OMP_NUM_THREADS=1 python benchmarks/compression.py`` (about 10 min on two free cores with
+Run ``OMP_NUM_THREADS=1 python benchmarks/compression.py`` (17-22 min on two free cores with
 ``--jobs 2``; the MNIST fine-tunes dominate) or ``--quick`` (dense net, 3 seeds, about a minute).
 Writes benchmarks/results/compression/{results.csv,paired_tests.csv,size_accuracy.png} and
 benchmarks/results/compression.md.
@@ -226,9 +226,9 @@ def run_setting(setting: Any, config: dict[str, Any], folder: Path) -> list[dict
     # Matched size: the default and the baselines at its sparsity, bits and fine-tune.
     matched = {
         f"default ({DEFAULT_CRITERION}, {DEFAULT_SCOPE})": {},
-        "magnitude": {"prune": "magnitude"},
+        "magnitude": {"prune": "magnitude", "scope": "layer"},
         GLOBAL_MAGNITUDE: {"prune": "magnitude", "scope": "global"},
-        "random": {"prune": "random", "seed": setting.seed},
+        "random": {"prune": "random", "scope": "layer", "seed": setting.seed},
         SIGN_RULE: {"prune": "nonpositive"},
         "uniform 8-bit": {"prune": None, "bits": 8},
         "uniform 4-bit": {"prune": None, "bits": 4},
@@ -485,7 +485,8 @@ def write_report(
             "",
             "## Target: default `compress(model, inputs)` (>= 64 % smaller, <= 1 point lost)",
             "",
-            f"Defaults: prune `{DEFAULT_CRITERION}` at {DEFAULT_SPARSITY:.0%} per layer, "
+            f"Defaults: prune `{DEFAULT_CRITERION}` at {DEFAULT_SPARSITY:.0%} "
+            f"{'over all layers (global)' if DEFAULT_SCOPE == 'global' else 'per layer'}, "
             f"{DEFAULT_FINETUNE_STEPS} self-distillation steps, bits (8, 4) by relevance.",
             "",
             *target,
