@@ -116,6 +116,7 @@ class _Recipe:
     flip_and_rotate: bool
     easy_epochs: int = 0
     n_easy: int = 0
+    # tier -> further sets of n_train fresh mixed_shapes images it trains on (shapes only)
     extra_sets: Mapping[str, int] = field(default_factory=dict)
     stem: bool = False
     batch_size: int = 64
