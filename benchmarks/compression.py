@@ -28,7 +28,7 @@ each; CNN seeds other than 0 train once, about a minute each, and are cached). T
 global) and the default's criterion only; it is tested on the 500 images its recipe holds out.
 
 Run ``OMP_NUM_THREADS=1 python benchmarks/compression.py`` (about 35 min on two free cores with
-``--jobs 2``; the MNIST fine-tunes dominate) or ``--quick`` (dense net, 3 seeds, about a minute).
+``--jobs 2``; the CNN fine-tunes dominate) or ``--quick`` (dense net, 3 seeds, about a minute).
 Writes benchmarks/results/compression/{results.csv,paired_tests.csv,size_accuracy.png} and
 benchmarks/results/compression.md.
 """

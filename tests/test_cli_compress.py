@@ -201,6 +201,7 @@ def test_scope_layer_prunes_the_same_share_of_each_layer(tmp_path, weights, data
         *options, "--finetune-steps", "0", "--scope", "layer",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "(magnitude, layer)" in result.output
     model = load_compressed(out)
     shares = [float((p == 0).float().mean()) for n, p in model.named_parameters() if "weight" in n]
     assert shares == [0.25, 0.25]

@@ -232,7 +232,8 @@ def compress(
         f"({1 - written / original:.1%} smaller)"
     )
     click.echo(
-        f"pruned {0.0 if achieved is None else achieved:.1%} of weights ({options['prune']}), "
+        f"pruned {0.0 if achieved is None else achieved:.1%} of weights ({options['prune']}"
+        f"{', ' + scope if options['prune'] not in (None, 'nonpositive') else ''}), "
         f"bits {bits_spec}, {result.mean_bits:.2f} bits per weight; reloaded model agrees with "
         f"the original on {agreement:.1%} of {before.numel()} calibration inputs"
     )
