@@ -6,9 +6,9 @@ The top level exports the explainers, :class:`Explanation`, :func:`explain` and 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import torch
 from torch import nn
 
 from leanxai import threshold
@@ -49,42 +49,60 @@ __all__ = [
 METHODS: dict[str, type[Explainer]] = {
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
-    "gradcampp": GradCAMPlusPlus,
     "rise": RISE,
     "lime": LIME,
     "kernelshap": KernelSHAP,
     "ig": IntegratedGradients,
-    "integratedgradients": IntegratedGradients,
     "occlusion": Occlusion,
-    "guidedbackprop": GuidedBackprop,
+    "guided_backprop": GuidedBackprop,
 }
-"""Method names for :func:`explain` and the CLI; ``-`` and ``_`` are ignored when matching."""
+"""The image explainer classes by canonical name (the registry,
+:mod:`leanxai.explainers.registry`, holds every method with its aliases and families)."""
 
 
 def explain(
     model: nn.Module,
-    inputs: torch.Tensor,
-    method: str = "gradcam",
+    inputs: Any,
+    method: str | None = None,
     target: Target = None,
+    *,
+    family: str | None = None,
     **options: Any,
-) -> Explanation:
-    """Explain ``inputs`` with ``method`` in one call.
+) -> Any:
+    """Explain ``inputs`` in one call: detect the model's family, pick its method, explain.
 
     Parameters
     ----------
     model
         The classifier.
     inputs
-        ``(B, C, H, W)`` images.
+        What the model takes: ``(B, C, H, W)`` images for a CNN, ``(B, T, F)`` sequences for a
+        recurrent model...
     method
-        One of :data:`METHODS`: ``"gradcam"``, ``"gradcam++"``, and the baselines ``"rise"``,
-        ``"lime"``, ``"kernelshap"``, ``"ig"``, ``"occlusion"``, ``"guided_backprop"``.
+        A method of the registry for the family (``leanxai methods`` lists them); ``None`` picks
+        the family's default (Grad-CAM for CNNs, DeepACTIF for recurrent models). Names match
+        ignoring case, ``-`` and ``_``.
     target
         ``None`` for the predicted class, an int, or one class per sample.
+    family
+        Override detection (``"cnn"``, ``"recurrent"``...).
     **options
-        Passed to the explainer (``layer=``, ``path=``...).
+        Passed to the method (``layer=``, ``path=``...).
+
+    Returns
+    -------
+    Explanation or FeatureAttribution
+        What the method returns (see its ``output`` in the registry); its ``method`` and
+        ``family`` say what ran.
     """
-    key = method.lower().replace("-", "").replace("_", "") if isinstance(method, str) else method
-    if key not in METHODS:
-        raise ValueError(f"method {method!r} is not one of {sorted(METHODS)}")
-    return METHODS[key](model, **options).explain(inputs, target)
+    from leanxai.core.families import detect
+    from leanxai.explainers import registry
+
+    family = detect(model, inputs, family)
+    info = registry.get(method if method is not None else registry.default_method(family), family)
+    explainer = info.factory(model, **options)
+    if info.output == "feature ranking":
+        result = explainer.attribute(inputs, target=target)
+    else:
+        result = explainer.explain(inputs, target)
+    return dataclasses.replace(result, family=family)

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from leanxai.cli.main import fail, main
+from leanxai.cli._common import cache_dir_option, fail
 
 _DATASETS = {
     "basicmotions": "basic_motions",
@@ -67,7 +67,7 @@ def _sequences(path: Path, mask_path: Path | None) -> tuple[Any, Any]:
     return inputs, torch.from_numpy(mask)
 
 
-@main.command()
+@click.command()
 @click.option(
     "--method",
     default="deepactif",
@@ -92,7 +92,7 @@ def _sequences(path: Path, mask_path: Path | None) -> tuple[Any, Any]:
 @click.option("--aggregation", default=None, help="DeepACTIF: mean | mean_minus_std | inverse")
 @click.option("--n-steps", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--cache-dir", default=None, help="model cache (default: ~/.cache/leanxai)")
+@cache_dir_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 def attribute(

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import torch
 
-from leanxai.cli.main import fail, main
+from leanxai.cli._common import fail, parse_size
 from leanxai.compress import DEFAULT_CRITERION, DEFAULT_SCOPE, PRUNE_OPTIONS
 from leanxai.core.errors import InputError
 
@@ -93,7 +93,7 @@ def _calibration(data: str, loaded: Any, count: int, size: tuple[int, int] | Non
     return batch
 
 
-@main.command()
+@click.command()
 @click.option(
     "--model", "model_spec", required=True, help="hf:<repo|dir>, py:module:factory or file.pt2"
 )
@@ -177,7 +177,6 @@ def compress(
     import inspect
 
     from leanxai import compress as api
-    from leanxai.cli.main import _parse_size
     from leanxai.compress.bench import float32_size
     from leanxai.core.errors import LeanXAIError
     from leanxai.core.models import load_model
@@ -185,7 +184,7 @@ def compress(
 
     try:
         bits = _parse_bits(bits_spec)
-        side = _parse_size(size)
+        side = parse_size(size)
         check_writable([out_file], overwrite)
     except click.BadParameter as error:
         fail(str(error.message))

@@ -11,59 +11,31 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import torch
 
+from leanxai.cli._common import (
+    EXIT_PARTIAL,
+    LeanXAIGroup,
+    cache_dir_option,
+    fail,
+    output_names,
+    parse_size,
+)
 from leanxai.core.errors import InputError, LeanXAIError
-from leanxai.evaluate.benchmark import DEFAULT_METHODS
-
-EXIT_FAILED = 1
-EXIT_PARTIAL = 2
 
 
-def fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_FAILED)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LeanXAIGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="leanxai")
-def main() -> None:
-    """leanxai: cheap, checked explanations of PyTorch models."""
+@click.option("--debug", is_flag=True, help="show the traceback of an internal error")
+def main(debug: bool) -> None:
+    """leanxai: cheap, checked explanations of PyTorch models.
 
-
-def _parse_size(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    parts = value.lower().replace("x", ",").split(",")
-    try:
-        numbers = [int(p) for p in parts if p.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not SIZE or HxW (e.g. 224 or 224x224)") from None
-    if len(numbers) == 1:
-        numbers = numbers * 2
-    if len(numbers) != 2 or min(numbers) < 8:
-        raise click.BadParameter(f"{value!r} must be SIZE or HxW with sides >= 8")
-    return numbers[0], numbers[1]
-
-
-_EXPLAIN_METHODS = DEFAULT_METHODS
-
-
-def _output_names(files: list[Path]) -> list[str]:
-    """A distinct, readable output stem per input file."""
-    names: list[str] = []
-    used: set[str] = set()
-    for path in files:
-        stem = path.stem or "image"
-        name, k = stem, 2
-        while name in used:
-            name, k = f"{stem}-{k}", k + 1
-        used.add(name)
-        names.append(name)
-    return names
+    Exit codes: 0 done; 1 nothing could be done (bad model, data, value; outputs exist);
+    2 usage error; 3 some inputs of a batch failed (named on stderr); 4 internal error (a bug).
+    """
 
 
 @main.command()
@@ -77,10 +49,9 @@ def _output_names(files: list[Path]) -> list[str]:
 @click.option("--layer", default=None, help="dotted name of the target layer (default: found)")
 @click.option(
     "--method",
-    type=click.Choice(list(_EXPLAIN_METHODS), case_sensitive=False),
     default="gradcam",
     show_default=True,
-    help="Grad-CAM, Grad-CAM++ or a baseline (slower: see `leanxai benchmark`)",
+    help="a method for CNNs from `leanxai methods --family cnn` (baselines are slower)",
 )
 @click.option(
     "--threshold",
@@ -116,16 +87,18 @@ def explain(
     from leanxai.core.models import load_model
     from leanxai.data.images import find_images, load_image
     from leanxai.evaluate.benchmark import make_explainer
+    from leanxai.explainers import registry
     from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
     from leanxai.viz.overlay import save_overlay, save_panel
 
     try:
+        method = registry.get(method, "cnn").name
         apply_threshold = threshold.from_spec(threshold_spec)
-        input_size = _parse_size(size)
+        input_size = parse_size(size)
     except (ValueError, click.BadParameter) as error:
         fail(str(error).splitlines()[0])
     files, problems = find_images(list(inputs))
-    names = _output_names(files)
+    names = output_names(files)
     planned = [out_dir / "summary.csv"]
     for name in names:
         planned += [out_dir / f"{name}.png", out_dir / f"{name}.npy"]
@@ -138,7 +111,7 @@ def explain(
     side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
     mean = torch.tensor(loaded.mean or (0.0, 0.0, 0.0))[:, None, None]
     std = torch.tensor(loaded.std or (1.0, 1.0, 1.0))[:, None, None]
-    cam = method.lower() in ("gradcam", "gradcam++")
+    cam = method in ("gradcam", "gradcam++")
     if layer is not None and not cam:
         fail(f"--layer applies to gradcam and gradcam++, not {method}")
     explainer = make_explainer(method, model, options={"layer": layer} if cam else None)
@@ -229,13 +202,7 @@ def explain(
     show_default=True,
 )
 @click.option("--images", "count", type=click.IntRange(1, 256), default=16, show_default=True)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="where the trained demo model is cached (default: $LEANXAI_CACHE or ~/.cache/leanxai)",
-)
+@cache_dir_option
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 def demo(out_dir: Path, count: int, cache_dir: str | None, overwrite: bool) -> None:
     """Train (once) the demo CNN on synthetic shapes and explain held-out images."""
@@ -308,13 +275,7 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
     help="a method's option, e.g. lime.n_samples=500 (repeatable)",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="where trained models are cached (default: $LEANXAI_CACHE or ~/.cache/leanxai)",
-)
+@cache_dir_option
 @click.option("--overwrite", is_flag=True, help="replace the files of an earlier run")
 def benchmark(
     out_dir: Path,
@@ -335,6 +296,7 @@ def benchmark(
     Exits 2 if any method failed on any data set (recorded in the CSV and the report).
     """
     from leanxai.evaluate.benchmark import BenchmarkConfig, run_benchmark
+    from leanxai.explainers import registry
 
     changes: dict[str, Any] = {"seed": seed}
     for name, value in (
@@ -350,7 +312,7 @@ def benchmark(
         changes["method_options"] = _parse_settings(settings)
         config = BenchmarkConfig.quick(**changes) if quick else BenchmarkConfig(**changes)
         config.check()
-        known = set(config.methods) | set(_EXPLAIN_METHODS)
+        known = set(config.methods) | set(registry.names("cnn"))
         unknown = set(config.method_options) - known
         if unknown:
             raise click.BadParameter(f"--set names unknown method(s) {sorted(unknown)}")
@@ -372,12 +334,34 @@ def benchmark(
         sys.exit(EXIT_PARTIAL)
 
 
-# Subcommand groups in their own modules register themselves on ``main``.
-from leanxai.cli import attribute as _attribute  # noqa: E402, F401
-from leanxai.cli import compress as _compress  # noqa: E402, F401
-from leanxai.cli import route as _route  # noqa: E402
+@main.command()
+@click.option("--family", default=None, help="only the methods of this model family")
+def methods(family: str | None) -> None:
+    """List the explanation methods: name, model families, output, backward pass or not."""
+    from leanxai.core.families import FAMILIES
+    from leanxai.explainers import registry
 
-del _route
+    if family is not None and family not in FAMILIES:
+        fail(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    entries = sorted(registry.methods(family), key=lambda info: FAMILIES.index(info.family))
+    header = ("method", "family", "output", "backward", "")
+    table = [header] + [(i.name, i.family, i.output, i.backward, i.summary) for i in entries]
+    widths = [max(len(row[k]) for row in table) for k in range(4)]
+    for row in table:
+        cells = [row[k].ljust(widths[k]) for k in range(4)]
+        click.echo("  ".join([*cells, row[4]]).rstrip())
+
+
+def _register_subcommands() -> None:
+    from leanxai.cli.attribute import attribute
+    from leanxai.cli.compress import compress
+    from leanxai.cli.route import route
+
+    for command in (attribute, compress, route):
+        main.add_command(command)
+
+
+_register_subcommands()
 
 if __name__ == "__main__":
     main()

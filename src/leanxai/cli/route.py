@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from leanxai.cli.main import EXIT_PARTIAL, fail, main
+from leanxai.cli._common import EXIT_PARTIAL, cache_dir_option, fail, output_names
 
 DATASET_CHOICE = click.Choice(["mnist", "shapes"])
 
@@ -30,7 +30,7 @@ class _DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@main.group(cls=_DefaultGroup)
+@click.group(cls=_DefaultGroup)
 def route() -> None:
     """Explanation-guided routing: send each input to the smallest tier that will get it right.
 
@@ -52,7 +52,7 @@ def _load(dataset: str, cache_dir: str | None, retrain: bool = False) -> Any:
 
 @route.command()
 @click.option("--dataset", type=DATASET_CHOICE, default="mnist", show_default=True)
-@click.option("--cache-dir", default=None, help="model cache (default: ~/.cache/leanxai)")
+@cache_dir_option
 @click.option("--retrain", is_flag=True, help="retrain the router (tiers stay cached)")
 def train(dataset: str, cache_dir: str | None, retrain: bool) -> None:
     """Train (or load) the tiers and the router, and print the operating point."""
@@ -95,7 +95,7 @@ def _format_table(result: dict[str, Any]) -> str:
 
 @route.command(name="eval")
 @click.option("--dataset", type=DATASET_CHOICE, default="mnist", show_default=True)
-@click.option("--cache-dir", default=None, help="model cache (default: ~/.cache/leanxai)")
+@cache_dir_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--no-latency", is_flag=True, help="skip timing the pipelines")
 def evaluate(dataset: str, cache_dir: str | None, as_json: bool, no_latency: bool) -> None:
@@ -114,7 +114,7 @@ def evaluate(dataset: str, cache_dir: str | None, as_json: bool, no_latency: boo
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dataset", type=DATASET_CHOICE, default="mnist", show_default=True)
-@click.option("--cache-dir", default=None, help="model cache (default: ~/.cache/leanxai)")
+@cache_dir_option
 @click.option("--no-escalate", is_flag=True, help="run only the routed tier")
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 def run(
@@ -129,7 +129,6 @@ def run(
     import numpy as np
     import torch
 
-    from leanxai.cli.main import _output_names
     from leanxai.core.errors import InputError, LeanXAIError
     from leanxai.data.images import find_images, load_image
     from leanxai.io import atomic_write_bytes, atomic_write_text, check_writable
@@ -138,7 +137,7 @@ def run(
     from leanxai.route.why import explain_decisions, radar_chart, shap_bar_chart
 
     files, problems = find_images(list(inputs))
-    names = _output_names(files)
+    names = output_names(files)
     planned = [out_dir / "decisions.csv"]
     for name in names:
         planned += [out_dir / f"{name}_shap.png", out_dir / f"{name}_radar.png"]

@@ -38,3 +38,18 @@ class OutputExistsError(LeanXAIError, FileExistsError):
 
 class UnsupportedLayerError(LeanXAIError, ValueError):
     """A model with layers (or a forward) that a relevance rule does not cover; names them."""
+
+
+class InputTypeError(LeanXAIError, TypeError):
+    """An argument of the wrong type (a list where a tensor is needed, a str for an int)."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first non-empty line of ``str(error)``, or the exception's type name when it is empty.
+
+    The CLI and every report use this to show an error as one line; it never raises.
+    """
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__

@@ -9,7 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from leanxai.core.errors import InputError
+from leanxai.core import validate
+from leanxai.core.errors import InputTypeError
 from leanxai.core.targets import Target
 
 __all__ = ["Explainer", "Explanation", "check_images", "normalize_maps"]
@@ -40,6 +41,8 @@ class Explanation:
     path
         ``"forward"`` when no backward pass ran (exact for global-average-pool + linear heads),
         ``"autograd"`` otherwise.
+    family
+        The model family the method was chosen for (see :mod:`leanxai.core.families`).
     """
 
     heatmap: torch.Tensor
@@ -49,6 +52,7 @@ class Explanation:
     cam: torch.Tensor | None = None
     layer: str | None = None
     path: Path = "autograd"
+    family: str = "cnn"
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -70,7 +74,7 @@ class Explainer(abc.ABC):
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
 
     @abc.abstractmethod
@@ -83,23 +87,7 @@ class Explainer(abc.ABC):
 
 def check_images(inputs: object, name: str = "inputs") -> torch.Tensor:
     """Validate a ``(B, C, H, W)`` floating tensor with finite values."""
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(inputs).__name__}")
-    if inputs.dim() != 4:
-        raise InputError(
-            f"{name} must have shape (B, C, H, W), got {tuple(inputs.shape)}; "
-            "add a batch dimension with inputs[None] for one image"
-        )
-    if not inputs.dtype.is_floating_point:
-        raise InputError(f"{name} must be a floating tensor, got dtype {inputs.dtype}")
-    if inputs.shape[0] == 0:
-        raise InputError(f"{name} is an empty batch")
-    # One reduction first: a NaN or inf anywhere makes the sum non-finite. Only then (or on an
-    # overflow of the sum) look at every element.
-    if not bool(torch.isfinite(inputs.sum())) and not bool(torch.isfinite(inputs).all()):
-        bad = (~torch.isfinite(inputs)).flatten(1).any(dim=1).nonzero()[:, 0].tolist()
-        raise InputError(f"{name} contain NaN or infinite values (samples {bad[:10]})")
-    return inputs
+    return validate.images(inputs, name)
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:

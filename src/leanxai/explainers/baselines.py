@@ -43,6 +43,7 @@ from leanxai.core.hooks import eval_mode
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
 from leanxai.explainers.base import Explainer, Explanation, Path, check_images, normalize_maps
+from leanxai.explainers.registry import register
 
 __all__ = [
     "BASELINES",
@@ -247,6 +248,14 @@ def reduce_attribution(attribution: torch.Tensor) -> torch.Tensor:
 # -- gradient methods -----------------------------------------------------------------------------
 
 
+@register(
+    "ig",
+    families="cnn",
+    output="spatial map",
+    backward="many",
+    aliases=("integrated_gradients", "integratedgradients"),
+    summary="Integrated Gradients (Captum), summed over channels",
+)
 class IntegratedGradients(AttributionExplainer):
     """Integrated Gradients (Sundararajan et al., ICML 2017), through Captum.
 
@@ -312,6 +321,14 @@ class IntegratedGradients(AttributionExplainer):
         )
 
 
+@register(
+    "guided_backprop",
+    families="cnn",
+    output="spatial map",
+    backward="yes",
+    aliases=("guidedbackprop",),
+    summary="Guided Backpropagation (Captum)",
+)
 class GuidedBackprop(AttributionExplainer):
     """Guided backpropagation (Springenberg et al., ICLR workshop 2015), through Captum.
 
@@ -339,6 +356,13 @@ class GuidedBackprop(AttributionExplainer):
 # -- perturbation methods -------------------------------------------------------------------------
 
 
+@register(
+    "occlusion",
+    families="cnn",
+    output="spatial map",
+    backward="no",
+    summary="sliding-window occlusion (Captum), forward only",
+)
 class Occlusion(AttributionExplainer):
     """Occlusion (Zeiler and Fergus, ECCV 2014), through Captum.
 
@@ -579,6 +603,13 @@ def _lime_kernel(width: float) -> Callable[..., float]:
     return similarity
 
 
+@register(
+    "lime",
+    families="cnn",
+    output="spatial map",
+    backward="no",
+    summary="LIME on superpixels (Captum), forward only",
+)
 class LIME(_SurrogateExplainer):
     """LIME (Ribeiro et al., KDD 2016) on superpixels, through Captum's ``Lime``.
 
@@ -655,6 +686,14 @@ class LIME(_SurrogateExplainer):
         )
 
 
+@register(
+    "kernelshap",
+    families="cnn",
+    output="spatial map",
+    backward="no",
+    aliases=("kernel_shap",),
+    summary="Kernel SHAP on superpixels (Captum), forward only",
+)
 class KernelSHAP(_SurrogateExplainer):
     """Kernel SHAP (Lundberg and Lee, NeurIPS 2017) on superpixels, through Captum's ``KernelShap``.
 
@@ -746,6 +785,13 @@ def _probability(p: object) -> float:
     return float(p)
 
 
+@register(
+    "rise",
+    families="cnn",
+    output="spatial map",
+    backward="no",
+    summary="RISE random masks, forward only",
+)
 class RISE(AttributionExplainer):
     """RISE: Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018).
 
@@ -843,10 +889,7 @@ class RISE(AttributionExplainer):
 
 
 BASELINES: dict[str, type[Explainer]] = {
-    IntegratedGradients.name: IntegratedGradients,
-    GuidedBackprop.name: GuidedBackprop,
-    Occlusion.name: Occlusion,
-    KernelSHAP.name: KernelSHAP,
-    LIME.name: LIME,
-    RISE.name: RISE,
+    cls.name: cls
+    for cls in (IntegratedGradients, GuidedBackprop, Occlusion, KernelSHAP, LIME, RISE)
 }
+"""The baseline explainer classes by name (each is also in the registry)."""

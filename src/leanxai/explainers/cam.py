@@ -30,6 +30,7 @@ from leanxai.core.layers import find_head_linear, find_target_layer, resolve_lay
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
 from leanxai.explainers.base import Explainer, Explanation, check_images, normalize_maps
+from leanxai.explainers.registry import register
 
 __all__ = ["CAMExplainer", "GradCAM", "GradCAMPlusPlus"]
 
@@ -254,6 +255,14 @@ class CAMExplainer(Explainer):
         return gradients.detach()
 
 
+@register(
+    "gradcam",
+    families="cnn",
+    output="spatial map",
+    backward="if needed",
+    aliases=("grad_cam",),
+    summary="Grad-CAM; exact forward path (no backward) for global-average-pool + linear heads",
+)
 class GradCAM(CAMExplainer):
     """Grad-CAM (Selvaraju et al., 2017): channel weight = spatial mean of the gradient.
 
@@ -274,6 +283,14 @@ class GradCAM(CAMExplainer):
         return rows  # the spatial mean of a constant
 
 
+@register(
+    "gradcam++",
+    families="cnn",
+    output="spatial map",
+    backward="if needed",
+    aliases=("gradcampp", "gradcamplusplus"),
+    summary="Grad-CAM++ (closed form); the same forward path as Grad-CAM",
+)
 class GradCAMPlusPlus(CAMExplainer):
     """Grad-CAM++ (Chattopadhyay et al., 2018).
 

@@ -24,6 +24,7 @@ compute all steps' gates at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from leanxai.core.errors import InputError, LayerError
 from leanxai.core.hooks import capture, eval_mode, input_of
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
+from leanxai.explainers import registry
 
 __all__ = [
     "AGGREGATIONS",
@@ -47,6 +49,7 @@ __all__ = [
     "RANKING_METHODS",
     "DeepACTIF",
     "FeatureAttribution",
+    "RankingMethod",
     "aggregate",
     "feature_ranking",
     "minmax",
@@ -106,6 +109,8 @@ class FeatureAttribution:
         named layer's output); ``None`` for the baselines.
     layer
         Dotted name of the module whose activations were used (DeepACTIF).
+    family
+        The model family (always ``"recurrent"`` today).
     """
 
     importance: torch.Tensor
@@ -115,6 +120,7 @@ class FeatureAttribution:
     aggregation: str
     mapping: str | None = None
     layer: str | None = None
+    family: str = "recurrent"
 
     def top(self, k: int) -> torch.Tensor:
         """The ``k`` most important feature indices, ``(k,)`` int64, best first."""
@@ -1010,8 +1016,7 @@ def feature_ranking(
     call (cuDNN's RNN backward does not run in eval mode); every flag is restored, also after an
     error, and no parameter gradient is left.
     """
-    if method not in RANKING_METHODS:
-        raise ValueError(f"method must be one of {RANKING_METHODS}, got {method!r}")
+    method = registry.get(method, "recurrent").name
     if method == "deepactif":
         return DeepACTIF(model, batch_first=batch_first, **options).attribute(inputs, mask)
     if options:
@@ -1091,3 +1096,45 @@ def feature_ranking(
         method=method,
         aggregation="mean",
     )
+
+
+class RankingMethod:
+    """A feature-ranking method of the registry bound to a model.
+
+    ``RankingMethod("ig", model).attribute(inputs, mask)`` is
+    ``feature_ranking(model, inputs, "ig", mask=mask)``; options given here are passed on.
+    """
+
+    def __init__(self, method: str, model: nn.Module, **options: Any) -> None:
+        self.method = method
+        self.model = model
+        self.options = options
+
+    def attribute(
+        self,
+        inputs: torch.Tensor | PackedSequence,
+        mask: torch.Tensor | None = None,
+        target: Target = None,
+        **options: Any,
+    ) -> FeatureAttribution:
+        return feature_ranking(
+            self.model, inputs, self.method, target=target, mask=mask, **{**self.options, **options}
+        )
+
+
+_RANKING_SUMMARIES = {
+    "deepactif": ("no", "DeepACTIF: gated first-layer activations, one forward pass"),
+    "ig": ("many", "Integrated Gradients (Captum), mean |attribution| per feature"),
+    "deeplift": ("yes", "DeepLIFT (Captum; gradient x input inside the recurrent layer)"),
+    "shap": ("many", "GradientSHAP (Captum), background drawn from the inputs"),
+    "ablation": ("no", "feature ablation (Captum), one forward pass per feature"),
+}
+for _name in RANKING_METHODS:
+    _backward, _summary = _RANKING_SUMMARIES[_name]
+    registry.register(
+        _name,
+        families="recurrent",
+        output="feature ranking",
+        backward=_backward,  # type: ignore[arg-type]
+        summary=_summary,
+    )(functools.partial(RankingMethod, _name))

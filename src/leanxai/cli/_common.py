@@ -1,0 +1,165 @@
+"""What every ``leanxai`` subcommand shares: exit codes, ``fail``, the error boundary and options.
+
+Exit codes (documented in README.md, "Exit codes"):
+
+==========  =====================================================================
+code        meaning
+==========  =====================================================================
+0           done
+1           nothing could be done: a bad model, data or value, outputs that exist
+2           usage error: an unknown option or subcommand, a missing argument (click)
+3           a batch finished, but some inputs were refused or skipped (named on stderr)
+4           an internal error: a bug in leanxai (``--debug`` shows the traceback)
+==========  =====================================================================
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from leanxai.core.errors import LeanXAIError, one_line
+
+__all__ = [
+    "EXIT_BUG",
+    "EXIT_FAILED",
+    "EXIT_PARTIAL",
+    "EXIT_USAGE",
+    "LeanXAIGroup",
+    "cache_dir_option",
+    "fail",
+    "one_line",
+    "out_dir_option",
+    "output_names",
+    "overwrite_option",
+    "parse_size",
+    "size_option",
+    "weights_option",
+]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # click's own code for usage errors
+EXIT_PARTIAL = 3
+EXIT_BUG = 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` (its first line) on stderr and exit :data:`EXIT_FAILED`."""
+    click.echo(f"error: {one_line(Exception(message))}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+class LeanXAIGroup(click.Group):
+    """The error boundary of the command line.
+
+    A :class:`~leanxai.core.errors.LeanXAIError` escaping a subcommand is a user error: one line,
+    exit 1. Any other exception is a bug: one line that says so, exit 4, and the traceback only
+    with ``leanxai --debug``.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except LeanXAIError as error:
+            if _debug(ctx):
+                raise
+            click.echo(f"error: {one_line(error)}", err=True)
+            sys.exit(EXIT_FAILED)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            if _debug(ctx):
+                traceback.print_exc()
+                sys.exit(EXIT_BUG)
+            click.echo(
+                f"error: internal error, a bug in leanxai ({type(error).__name__}: "
+                f"{one_line(error)}); rerun with 'leanxai --debug ...' for the traceback",
+                err=True,
+            )
+            sys.exit(EXIT_BUG)
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool((root.params or {}).get("debug")) or bool(
+        getattr(root, "obj", None) and root.obj.get("debug")  # type: ignore[union-attr]
+    )
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """``"224"`` or ``"224x192"`` (``HxW``) to a pair; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        numbers = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not SIZE or HxW (e.g. 224 or 224x224)") from None
+    if len(numbers) == 1:
+        numbers = numbers * 2
+    if len(numbers) != 2 or min(numbers) < 8:
+        raise click.BadParameter(f"{value!r} must be SIZE or HxW with sides >= 8")
+    return numbers[0], numbers[1]
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """A distinct, readable output stem per input file (``x``, ``x-2``...)."""
+    names: list[str] = []
+    used: set[str] = set()
+    for path in files:
+        stem = path.stem or "image"
+        name, k = stem, 2
+        while name in used:
+            name, k = f"{stem}-{k}", k + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+# -- shared options: one name and one help text each -----------------------------------------------
+
+
+def weights_option(function: F) -> F:
+    return click.option(
+        "--weights",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="state dict (.pt, loaded with weights_only) or .safetensors for a py: model",
+    )(function)
+
+
+def size_option(function: F) -> F:
+    return click.option(
+        "--size",
+        default=None,
+        help="model input size SIZE or HxW (default: from the model, else 224)",
+    )(function)
+
+
+def out_dir_option(function: F) -> F:
+    return click.option(
+        "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path)
+    )(function)
+
+
+def overwrite_option(function: F) -> F:
+    return click.option("--overwrite", is_flag=True, help="replace existing output files")(function)
+
+
+def cache_dir_option(function: F) -> F:
+    return click.option(
+        "--cache-dir",
+        "cache_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="where trained models are cached (default: $LEANXAI_CACHE or ~/.cache/leanxai)",
+    )(function)

@@ -1,0 +1,136 @@
+"""Which family a model belongs to, so :func:`leanxai.explain` can pick a method and a layer.
+
+:func:`detect` asks each registered detector in turn (most specific first) and answers the first
+family that claims the model: ``"cnn"``, ``"recurrent"``, and the families added by their own
+modules (``"vision_transformer"``, ``"text"``, ``"graph"``) through :func:`register_detector`.
+A detector looks at module types, a transformers ``config.model_type`` and the inputs' shapes; it
+never runs the model. ``family=`` overrides detection (checked against the known names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from leanxai.core.errors import InputError, InputTypeError
+
+__all__ = ["FAMILIES", "Detector", "detect", "known_families", "register_detector"]
+
+Detector = Callable[[nn.Module, Any], bool]
+"""``detector(model, inputs) -> bool``; ``inputs`` may be ``None`` (model only)."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    family: str
+    detector: Detector
+    priority: int
+
+
+_DETECTORS: list[_Entry] = []
+
+FAMILIES: tuple[str, ...] = ("cnn", "vision_transformer", "text", "recurrent", "graph")
+"""Every family name leanxai knows (a family may have no detector installed yet)."""
+
+
+def register_detector(family: str, detector: Detector, priority: int = 50) -> None:
+    """Add ``detector`` for ``family``; lower ``priority`` is asked first.
+
+    The built-in CNN detector has priority 100 (a model with convolutions may be a vision
+    transformer with a patch embedding or a recurrent model with a convolutional front end, so
+    those are asked first).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    _DETECTORS[:] = [e for e in _DETECTORS if not (e.family == family and e.detector is detector)]
+    _DETECTORS.append(_Entry(family, detector, priority))
+    _DETECTORS.sort(key=lambda e: e.priority)
+
+
+def known_families() -> tuple[str, ...]:
+    """Families that have a detector, in the order they are asked."""
+    return tuple(dict.fromkeys(e.family for e in _DETECTORS))
+
+
+def _model_type(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    value = getattr(config, "model_type", None)
+    return value if isinstance(value, str) else None
+
+
+def _shape(inputs: Any) -> tuple[int, ...] | None:
+    shape = getattr(inputs, "shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def _is_recurrent(model: nn.Module, inputs: Any) -> bool:
+    if not any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        return False
+    from torch.nn.utils.rnn import PackedSequence
+
+    if inputs is None or isinstance(inputs, PackedSequence):
+        return True
+    shape = _shape(inputs)
+    return shape is not None and len(shape) == 3
+
+
+_CNN_MODEL_TYPES = frozenset(
+    {
+        "resnet",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "efficientnet",
+        "convnext",
+        "convnextv2",
+        "regnet",
+        "van",
+        "bit",
+        "poolformer",
+        "levit",
+    }
+)
+
+
+def _is_cnn(model: nn.Module, inputs: Any) -> bool:
+    model_type = _model_type(model)
+    if model_type is not None and model_type not in _CNN_MODEL_TYPES:
+        return False
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return False
+    shape = _shape(inputs)
+    return inputs is None or (shape is not None and len(shape) == 4)
+
+
+register_detector("recurrent", _is_recurrent, priority=40)
+register_detector("cnn", _is_cnn, priority=100)
+
+
+def detect(model: nn.Module, inputs: Any = None, family: str | None = None) -> str:
+    """The family of ``model`` given ``inputs``, or ``family`` when one is given.
+
+    Raises
+    ------
+    InputError
+        When no detector claims the model (the message names the families leanxai knows), or
+        ``family`` is not a known family name.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if family is not None:
+        if family not in FAMILIES:
+            raise InputError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+        return family
+    for entry in _DETECTORS:
+        if entry.detector(model, inputs):
+            return entry.family
+    shape = _shape(inputs)
+    described = f" with inputs of shape {shape}" if shape is not None else ""
+    model_type = _model_type(model)
+    kind = f"{type(model).__name__}" + (f" (model_type {model_type!r})" if model_type else "")
+    raise InputError(
+        f"cannot tell which kind of model {kind} is{described}; leanxai knows "
+        f"{', '.join(known_families())}: pass family= (or --family) to say which"
+    )
