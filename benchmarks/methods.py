@@ -1,6 +1,6 @@
 """Every explanation method at every threshold on every data set, against ground truth.
 
-Runs :func:`leanxai.evaluate.benchmark.run_benchmark` (the same code as ``leanxai benchmark``),
+Runs :func:`leanxai.experiments.methods.run_benchmark` (the same code as ``leanxai benchmark``),
 then turns its ``results.csv`` and ``paired_tests.csv`` into the three tables of the paper,
 measured here: performance at various thresholds, comparison with other methods, comparison
 with ground-truth masks, plus the paired tests between Grad-CAM and its thresholded variants.
@@ -21,7 +21,7 @@ import math
 import sys
 from pathlib import Path
 
-from leanxai.evaluate.benchmark import BenchmarkConfig, run_benchmark
+from leanxai.experiments.methods import BenchmarkConfig, run_benchmark
 from leanxai.evaluate.stats import format_p
 
 ROOT = Path(__file__).resolve().parent

@@ -2,7 +2,7 @@
 
 For each data set: train (or load) the four tiers and the router (``leanxai.route.load_routing``:
 the router learns from a split the tiers never saw; its operating point is chosen by
-cross-validation on that split), then run :func:`leanxai.route.system.evaluate_routing` on a test
+cross-validation on that split), then run :func:`leanxai.experiments.routing.evaluate_routing` on a test
 split nobody trained on -- the same code as ``leanxai route eval``. FLOPs count every model that
 runs, the probe's explanation included; latency is measured on the real pipelines.
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from leanxai.route.system import evaluate_routing, load_routing
+    from leanxai.experiments.routing import evaluate_routing, load_routing
 
     torch.manual_seed(0)
     folder = args.out / "routing"

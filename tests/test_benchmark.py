@@ -13,7 +13,7 @@ from leanxai.cli.main import main
 from leanxai.core.errors import OutputExistsError
 from leanxai.data.shapes import make_shapes
 from leanxai.evaluate import benchmark as bench
-from leanxai.evaluate.benchmark import COLUMNS, BenchmarkConfig, BenchmarkData, run_benchmark
+from leanxai.experiments.methods import COLUMNS, BenchmarkConfig, BenchmarkData, run_benchmark
 from leanxai.zoo.cnn import SmallCNN
 
 # Cheap settings so that all eight methods run in a few seconds.
@@ -187,7 +187,7 @@ def test_cli_quick_run(tmp_path: Path) -> None:
 def test_cli_failure_exits_2_with_the_reason(tmp_path: Path) -> None:
     args = cli_args(tmp_path / "out", "--methods", "gradcam,rise", "--set", "rise.n_masks=0")
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "failed: rise on tiny" in result.output
     assert (tmp_path / "out" / "results.csv").exists()
 

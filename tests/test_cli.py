@@ -74,7 +74,7 @@ def test_explain_folder_with_good_and_bad_files(tmp_path, weights, image_dir):
         "--out",
         str(out),
     )
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     for path in [*bad, tmp_path / "missing.png"]:
         assert str(path) in result.stderr
     assert "Traceback" not in result.output
@@ -346,7 +346,7 @@ def test_transformers_folder(tmp_path, image_dir):
 
 
 def test_demo_writes_its_report(tmp_path, monkeypatch):
-    import leanxai.demo
+    import leanxai.experiments.demo
 
     torch.manual_seed(0)
     info = {
@@ -354,7 +354,7 @@ def test_demo_writes_its_report(tmp_path, monkeypatch):
         "input_size": [3, 64, 64],
         "held_out_accuracy": 0.5,
     }
-    monkeypatch.setattr(leanxai.demo, "load_demo_model", lambda *a, **k: (demo_cnn().eval(), info))
+    monkeypatch.setattr(leanxai.experiments.demo, "load_demo_model", lambda *a, **k: (demo_cnn().eval(), info))
     out = tmp_path / "demo"
     result = run("demo", "--out", str(out), "--images", "3")
     assert result.exit_code == 0, result.output

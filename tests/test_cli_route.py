@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import leanxai.route.system as system
+import leanxai.experiments.routing as system
 from leanxai.cli.main import main
 from leanxai.route.features import FEATURE_NAMES
 from leanxai.route.router import TierRouter, load_router, read_router_file, save_router
@@ -75,7 +75,7 @@ def test_route_inputs_writes_decisions_and_charts(tmp_path, patched):
     result = CliRunner().invoke(
         main, ["route", str(images), "--out", str(out), "--dataset", "shapes"]
     )
-    assert result.exit_code == 2, result.output  # broken.png is reported, the rest routed
+    assert result.exit_code == 3, result.output  # broken.png is reported, the rest routed
     assert "broken.png" in result.output
     with open(out / "decisions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

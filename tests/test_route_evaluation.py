@@ -8,7 +8,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from leanxai.route import TierRouter
-from leanxai.route.evaluation import (
+from leanxai.experiments.routing_evaluation import (
     TierOutputs,
     _grid,
     _pareto,

@@ -86,7 +86,7 @@ def explain(
     from leanxai import threshold
     from leanxai.core.models import load_model
     from leanxai.data.images import find_images, load_image
-    from leanxai.evaluate.benchmark import make_explainer
+    from leanxai.experiments.methods import make_explainer
     from leanxai.explainers import registry
     from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
     from leanxai.viz.overlay import save_overlay, save_panel
@@ -206,7 +206,7 @@ def explain(
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 def demo(out_dir: Path, count: int, cache_dir: str | None, overwrite: bool) -> None:
     """Train (once) the demo CNN on synthetic shapes and explain held-out images."""
-    from leanxai.demo import run_demo
+    from leanxai.experiments.demo import run_demo
 
     try:
         report = run_demo(
@@ -295,7 +295,7 @@ def benchmark(
     Writes results.csv, paired_tests.csv, results.json, plots/*.png and report.html to --out.
     Exits 2 if any method failed on any data set (recorded in the CSV and the report).
     """
-    from leanxai.evaluate.benchmark import BenchmarkConfig, run_benchmark
+    from leanxai.experiments.methods import BenchmarkConfig, run_benchmark
     from leanxai.explainers import registry
 
     changes: dict[str, Any] = {"seed": seed}

@@ -42,7 +42,7 @@ def route() -> None:
 
 
 def _load(dataset: str, cache_dir: str | None, retrain: bool = False) -> Any:
-    from leanxai.route.system import load_routing
+    from leanxai.experiments.routing import load_routing
 
     try:
         return load_routing(dataset, cache_dir, retrain=retrain)
@@ -100,7 +100,7 @@ def _format_table(result: dict[str, Any]) -> str:
 @click.option("--no-latency", is_flag=True, help="skip timing the pipelines")
 def evaluate(dataset: str, cache_dir: str | None, as_json: bool, no_latency: bool) -> None:
     """Accuracy, FLOPs (probe included) and latency of every policy on held-out data."""
-    from leanxai.route.system import evaluate_routing
+    from leanxai.experiments.routing import evaluate_routing
 
     routing = _load(dataset, cache_dir)
     result = evaluate_routing(routing, latency=not no_latency, progress=not as_json)

@@ -12,8 +12,8 @@ split that neither the tiers nor the router saw:
 
 :func:`load_routing` trains the tiers (cached, :func:`~leanxai.zoo.tiers.load_tiers`), then the
 router on the router split with its operating point chosen by cross-validation on that split
-(:func:`~leanxai.route.evaluation.choose_operating_point`) and the confidence cascade's thresholds
-chosen on the same split (:func:`~leanxai.route.evaluation.choose_cascade`), and caches the
+(:func:`~leanxai.experiments.routing_evaluation.choose_operating_point`) and the confidence cascade's thresholds
+chosen on the same split (:func:`~leanxai.experiments.routing_evaluation.choose_cascade`), and caches the
 router as its training data (:func:`~leanxai.route.router.save_router`, no pickle).
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from leanxai.route.evaluation import (
+from leanxai.experiments.routing_evaluation import (
     TierOutputs,
     choose_cascade,
     choose_operating_point,
@@ -144,7 +144,7 @@ def train_router(
     outputs: TierOutputs, *, max_drop: float = 0.0025, seed: int = 0
 ) -> tuple[TierRouter, tuple[float, ...] | None, dict[str, Any]]:
     """Fit a router on ``outputs`` and choose its operating point there, and the cascade's
-    thresholds the same way; see :func:`~leanxai.route.evaluation.choose_operating_point`.
+    thresholds the same way; see :func:`~leanxai.experiments.routing_evaluation.choose_operating_point`.
 
     Returns ``(router, escalate, metadata)``; ``metadata["cascade"]`` holds the cascade's
     thresholds."""
@@ -267,7 +267,7 @@ def evaluate_routing(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Every policy on the test split of ``routing.dataset``; see
-    :mod:`leanxai.route.evaluation`.
+    :mod:`leanxai.experiments.routing_evaluation`.
 
     Returns a JSON-serialisable dict: ``dataset``, ``n``, ``tiny_suffices_auc`` (how well the
     router and, alone, the probe's top softmax probability tell whether TINY suffices: ROC AUC),
@@ -280,7 +280,7 @@ def evaluate_routing(
     and the escalating router's (an optimistic baseline: its thresholds are picked on the test
     data).
     """
-    from leanxai.route.evaluation import (
+    from leanxai.experiments.routing_evaluation import (
         evaluate_policies,
         matched_accuracy,
         measure_latency,
