@@ -86,7 +86,6 @@ def explain(
     from leanxai import threshold
     from leanxai.core.models import load_model
     from leanxai.data.images import find_images, load_image
-    from leanxai.experiments.methods import make_explainer
     from leanxai.explainers import registry
     from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
     from leanxai.viz.overlay import save_overlay, save_panel
@@ -114,7 +113,7 @@ def explain(
     cam = method in ("gradcam", "gradcam++")
     if layer is not None and not cam:
         fail(f"--layer applies to gradcam and gradcam++, not {method}")
-    explainer = make_explainer(method, model, options={"layer": layer} if cam else None)
+    explainer = registry.create(method, model, "cnn", options={"layer": layer} if cam else None)
 
     failed: list[tuple[str, str]] = [(str(p), reason) for p, reason in problems]
     rows: list[dict[str, Any]] = []

@@ -47,6 +47,7 @@ from leanxai.evaluate.faithfulness import (
 )
 from leanxai.evaluate.localization import localization, pointing_game, pr_curve
 from leanxai.evaluate.stats import format_p, paired_test
+from leanxai.explainers import registry
 from leanxai.explainers.base import Explainer
 from leanxai.io import atomic_write_bytes, atomic_write_text, check_writable
 
@@ -73,6 +74,8 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "occlusion",
     "guided_backprop",
 )
+"""The image methods of the registry in the order the report lists them (a test checks that they
+are exactly :func:`leanxai.explainers.registry.names` for ``"cnn"``)."""
 DEFAULT_THRESHOLDS: tuple[str, ...] = (
     "none",
     "top:1",
@@ -190,9 +193,17 @@ class BenchmarkConfig:
             raise ValueError("methods is empty")
         if not self.datasets:
             raise ValueError("datasets is empty")
-        unknown = [m for m in self.methods if _method_key(m) not in _registry()]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(_registry())}")
+        for method in self.methods:
+            registry.get(method, "cnn")
+        for method, options in self.method_options.items():
+            info = registry.get(method, "cnn")
+            accepted = registry.parameters(info.factory)
+            unknown_options = sorted(set(options) - accepted) if accepted is not None else []
+            if unknown_options:
+                raise InputError(
+                    f"method {info.name!r} takes no option(s) {', '.join(unknown_options)}; "
+                    f"it takes {', '.join(sorted(accepted or ()))}"
+                )
         unknown = [d for d in self.datasets if d not in DATASETS]
         if unknown:
             raise ValueError(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
@@ -234,43 +245,14 @@ class BenchmarkResult:
 # Methods
 
 
-def _registry() -> dict[str, Callable[..., Explainer]]:
-    from leanxai import METHODS
-    from leanxai.explainers.baselines import BASELINES
-
-    return {**METHODS, **BASELINES}
-
-
-def _method_key(name: str) -> str:
-    key = name.lower().strip()
-    return key if key in _registry() else key.replace("-", "").replace("_", "")
-
-
 def make_explainer(
     name: str, model: nn.Module, seed: int = 0, options: Mapping[str, Any] | None = None
 ) -> Explainer:
-    """Build the explainer ``name`` (``"gradcam"``, ``"rise"``, ``"lime"``...) for ``model``.
+    """Build the image explainer ``name`` (``"gradcam"``, ``"rise"``...) from the registry.
 
     ``seed`` is passed to methods that take one; ``options`` are extra keyword arguments.
     """
-    registry = _registry()
-    key = _method_key(name)
-    if key not in registry:
-        raise ValueError(f"unknown method {name!r}; choose from {sorted(registry)}")
-    factory = registry[key]
-    kwargs = dict(options or {})
-    if "seed" not in kwargs and "seed" in _parameters(factory):
-        kwargs["seed"] = seed
-    return factory(model, **kwargs)
-
-
-def _parameters(factory: Callable[..., Any]) -> set[str]:
-    import inspect
-
-    try:
-        return set(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        return set()
+    return registry.create(name, model, "cnn", seed=seed, options=dict(options or {}))  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------------------------

@@ -211,3 +211,59 @@ def default_method(family: str) -> str:
 def set_default(family: str, method: str) -> None:
     """Declare ``method`` the default of ``family`` (called by a family's module)."""
     _DEFAULTS[family] = method
+
+
+def create(
+    name: str,
+    model: Any,
+    family: str,
+    *,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> Any:
+    """Build method ``name`` of ``family`` for ``model`` with ``options``.
+
+    ``seed`` is passed to factories that take one (and not already in ``options``). Unknown
+    options raise an :class:`~leanxai.core.errors.InputError` naming them and the ones the
+    method takes, before any work is done.
+    """
+    info = get(name, family)
+    kwargs = dict(options or {})
+    accepted = parameters(info.factory)
+    if accepted is not None:
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise InputError(
+                f"method {info.name!r} takes no option(s) {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(accepted)) or 'none'}"
+            )
+        if seed is not None and "seed" not in kwargs and "seed" in accepted:
+            kwargs["seed"] = seed
+    return info.factory(model, **kwargs)
+
+
+def parameters(factory: Callable[..., Any]) -> set[str] | None:
+    """The keyword options ``factory`` takes besides the model; ``None`` when it takes ``**``."""
+    import functools
+    import inspect
+
+    target = factory
+    bound: set[str] = set()
+    if isinstance(factory, functools.partial):
+        target = factory.func
+        bound = set(factory.keywords)
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    names: set[str] = set()
+    for index, parameter in enumerate(signature.parameters.values()):
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL or parameter.name == "self":
+            continue
+        if index == 0 or parameter.name == "model":
+            continue
+        if parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+            names.add(parameter.name)
+    return names - bound - {"model", "method"}
