@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from leanxai.cli.main import main
 from leanxai.core.errors import OutputExistsError
 from leanxai.data.shapes import make_shapes
-from leanxai.evaluate import benchmark as bench
+from leanxai.experiments import methods as bench
 from leanxai.experiments.methods import COLUMNS, BenchmarkConfig, BenchmarkData, run_benchmark
 from leanxai.zoo.cnn import SmallCNN
 
@@ -197,7 +197,8 @@ def test_cli_failure_exits_2_with_the_reason(tmp_path: Path) -> None:
     [
         (["--methods", "gradcam,nosuch"], "unknown method"),
         (["--set", "lime"], "METHOD.OPTION=VALUE"),
-        (["--set", "lme.n_samples=5"], "--set names unknown method"),
+        (["--set", "lme.n_samples=5"], "unknown method 'lme'"),
+        (["--set", "lime.bogus=1"], "method 'lime' takes no option(s) bogus"),
     ],
 )
 def test_cli_bad_options_one_line(tmp_path: Path, extra: list[str], message: str) -> None:

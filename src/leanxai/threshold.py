@@ -26,7 +26,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, InputTypeError
 
 __all__ = [
     "coverage",
@@ -57,7 +57,7 @@ _DEFAULT_MIN_COVERAGE = 0.05
 def _as_batch(heatmap: object, name: str = "heatmap") -> tuple[Tensor, bool]:
     """Check a heatmap and return it as ``(B, H, W)`` with whether a batch axis was added."""
     if not isinstance(heatmap, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(heatmap).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(heatmap).__name__}")
     if not heatmap.is_floating_point():
         raise InputError(f"{name} must have a floating dtype, got {heatmap.dtype}")
     if heatmap.dim() not in (2, 3):
@@ -82,7 +82,7 @@ def _as_batch(heatmap: object, name: str = "heatmap") -> tuple[Tensor, bool]:
 def _real(value: object, name: str) -> float:
     """Return ``value`` as a finite float, or raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     result = float(value)
     if not math.isfinite(result):
         raise InputError(f"{name} must be finite, got {value!r}")
@@ -408,7 +408,7 @@ def multi_level(heatmap: Tensor, levels: Sequence[float]) -> Tensor:
     comparing, as comparing with a Python float does. Not from the paper.
     """
     if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence):
-        raise TypeError(f"levels must be a sequence of floats, got {type(levels).__name__}")
+        raise InputTypeError(f"levels must be a sequence of floats, got {type(levels).__name__}")
     if len(levels) == 0:
         raise InputError("levels must hold at least one level, got an empty sequence")
     values = [_in_unit_interval(level, f"levels[{i}]") for i, level in enumerate(levels)]
@@ -448,7 +448,7 @@ def coverage(x: Tensor) -> Tensor:
     NaN counts as nonzero.
     """
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (2, 3):
         raise InputError(f"x must have shape (B, H, W) or (H, W), got shape {tuple(x.shape)}")
     pixels = x.shape[-1] * x.shape[-2]
@@ -464,7 +464,7 @@ def coverage(x: Tensor) -> Tensor:
 def _parse_spec(spec: object) -> tuple[str, float | None]:
     """Split a spec into its kind and its checked parameter (``None`` for ``"none"``)."""
     if not isinstance(spec, str):
-        raise TypeError(f"spec must be a str, got {type(spec).__name__}")
+        raise InputTypeError(f"spec must be a str, got {type(spec).__name__}")
 
     def bad(reason: str = "") -> InputError:
         detail = f" ({reason})" if reason else ""

@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from leanxai.core.errors import LeanXAIError, one_line
+from leanxai.core.errors import LeanXAIError, OutputExistsError, one_line
 
 __all__ = [
     "EXIT_BUG",
@@ -39,6 +39,7 @@ __all__ = [
     "overwrite_option",
     "parse_size",
     "size_option",
+    "user_message",
     "weights_option",
 ]
 
@@ -50,9 +51,22 @@ EXIT_BUG = 4
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str) -> NoReturn:
-    """Print ``error: message`` (its first line) on stderr and exit :data:`EXIT_FAILED`."""
-    click.echo(f"error: {one_line(Exception(message))}", err=True)
+def user_message(error: BaseException | str) -> str:
+    """One line for a user: the error's first line, in command-line terms."""
+    if isinstance(error, str):
+        return one_line(Exception(error))
+    message = one_line(error)
+    if isinstance(error, OutputExistsError):
+        message += "; pass --overwrite to replace"
+    return message
+
+
+def fail(message: BaseException | str) -> NoReturn:
+    """Print ``error: <one line>`` on stderr and exit :data:`EXIT_FAILED`.
+
+    ``message`` is a text or a library error (:func:`user_message` phrases it).
+    """
+    click.echo(f"error: {user_message(message)}", err=True)
     sys.exit(EXIT_FAILED)
 
 
@@ -72,8 +86,7 @@ class LeanXAIGroup(click.Group):
         except LeanXAIError as error:
             if _debug(ctx):
                 raise
-            click.echo(f"error: {one_line(error)}", err=True)
-            sys.exit(EXIT_FAILED)
+            fail(error)
         except KeyboardInterrupt:
             raise
         except Exception as error:

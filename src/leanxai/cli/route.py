@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from leanxai.cli._common import EXIT_PARTIAL, cache_dir_option, fail, output_names
+from leanxai.core.errors import InputError, LeanXAIError
 
 DATASET_CHOICE = click.Choice(["mnist", "shapes"])
 
@@ -46,7 +47,7 @@ def _load(dataset: str, cache_dir: str | None, retrain: bool = False) -> Any:
 
     try:
         return load_routing(dataset, cache_dir, retrain=retrain)
-    except (OSError, ValueError) as error:
+    except (OSError, LeanXAIError) as error:
         fail(f"cannot load the {dataset} routing system: {error}")
 
 
@@ -129,7 +130,6 @@ def run(
     import numpy as np
     import torch
 
-    from leanxai.core.errors import InputError, LeanXAIError
     from leanxai.data.images import find_images, load_image
     from leanxai.io import atomic_write_bytes, atomic_write_text, check_writable
     from leanxai.route.features import FEATURE_NAMES
@@ -144,7 +144,7 @@ def run(
     try:
         check_writable(planned, overwrite)
     except LeanXAIError as error:
-        fail(str(error))
+        fail(error)
     routing = _load(dataset, cache_dir)
     channels, height, width = routing.input_size
     failed: list[tuple[str, str]] = [(str(p), reason) for p, reason in problems]
@@ -170,7 +170,7 @@ def run(
                 routing.router, result.features, routing.training_features
             )
         except LeanXAIError as error:
-            fail(str(error))
+            fail(error)
         profiles, low, high = routing.profiles()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)

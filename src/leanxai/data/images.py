@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, InputTypeError
 
 __all__ = ["IMAGE_EXTENSIONS", "find_images", "load_image", "to_tensor_batch"]
 
@@ -69,7 +69,7 @@ def find_images(
         caller can report these and go on.
     """
     if isinstance(paths, (str, Path)):
-        raise TypeError(f"paths must be a sequence of paths, not a single path: {paths!r}")
+        raise InputTypeError(f"paths must be a sequence of paths, not a single path: {paths!r}")
     files: list[Path] = []
     problems: list[tuple[Path, str]] = []
     seen: set[Path] = set()
@@ -166,7 +166,7 @@ def load_image(
     """
     size = _check_size(size)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+        raise InputError(f"max_pixels must be a positive int, got {max_pixels!r}")
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file does not exist")
@@ -194,7 +194,7 @@ def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
         or len(size) != 2
         or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)
     ):
-        raise ValueError(f"size must be None or a pair of positive ints (H, W), got {size!r}")
+        raise InputError(f"size must be None or a pair of positive ints (H, W), got {size!r}")
     return (int(size[0]), int(size[1]))
 
 
@@ -341,13 +341,15 @@ def to_tensor_batch(images: list[torch.Tensor]) -> torch.Tensor:
         The list is empty, or an image is not ``(3, H, W)`` or differs in shape from the first.
     """
     if isinstance(images, torch.Tensor) or not isinstance(images, (list, tuple)):
-        raise TypeError(f"images must be a list of tensors, got {type(images).__name__}")
+        raise InputTypeError(f"images must be a list of tensors, got {type(images).__name__}")
     if not images:
         raise InputError("images is empty; nothing to stack")
     first = images[0]
     for index, image in enumerate(images):
         if not isinstance(image, torch.Tensor):
-            raise TypeError(f"images[{index}] must be a torch.Tensor, got {type(image).__name__}")
+            raise InputTypeError(
+                f"images[{index}] must be a torch.Tensor, got {type(image).__name__}"
+            )
         if image.dim() != 3 or image.shape[0] != 3:
             raise InputError(f"images[{index}] must be (3, H, W), got {tuple(image.shape)}")
         if image.shape != first.shape:

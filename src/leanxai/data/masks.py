@@ -141,7 +141,7 @@ def load_voc(
         ``kind``, ``size`` or ``limit`` is invalid.
     """
     if kind not in ("object", "class"):
-        raise ValueError(f'kind must be "object" or "class", got {kind!r}')
+        raise InputError(f'kind must be "object" or "class", got {kind!r}')
     shape = _check_size(size)
     limit = _check_limit(limit)
     root = Path(root)
@@ -308,14 +308,14 @@ def load_coco(
     categories = sorted(coco.cats)
     if category_ids is not None:
         if isinstance(category_ids, (str, bytes)) or not isinstance(category_ids, Sequence):
-            raise ValueError(f"category_ids must be a sequence of ints, got {category_ids!r}")
+            raise InputError(f"category_ids must be a sequence of ints, got {category_ids!r}")
         unknown = [c for c in category_ids if c not in coco.cats]
         if unknown:
-            raise ValueError(f"category_ids not in {json_path}: {unknown!r}")
+            raise InputError(f"category_ids not in {json_path}: {unknown!r}")
         if len(set(category_ids)) != len(category_ids):
-            raise ValueError(f"category_ids has repeats: {list(category_ids)!r}")
+            raise InputError(f"category_ids has repeats: {list(category_ids)!r}")
         if not category_ids:
-            raise ValueError("category_ids is empty")
+            raise InputError("category_ids is empty")
         categories = list(category_ids)
     index_of = {category: index for index, category in enumerate(categories)}
     classes = tuple(str(coco.cats[category].get("name", category)) for category in categories)
@@ -484,7 +484,7 @@ def _sort_key(image_id: Any) -> tuple[int, Any]:
 
 def _check_limit(limit: int | None) -> int | None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be None or a positive int, got {limit!r}")
+        raise InputError(f"limit must be None or a positive int, got {limit!r}")
     return limit
 
 

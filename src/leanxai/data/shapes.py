@@ -39,6 +39,8 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
+from leanxai.core.errors import InputError
+
 __all__ = ["CLASSES", "DIFFICULTY_PRESETS", "ShapesData", "make_shapes"]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
@@ -218,17 +220,17 @@ def make_shapes(
         If an argument is out of range, or ``difficulty`` is not a preset's name.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+        raise InputError(f"n must be a positive int, got {n!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-        raise ValueError(f"size must be an int >= 16, got {size!r}")
+        raise InputError(f"size must be an int >= 16, got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise InputError(f"seed must be a non-negative int, got {seed!r}")
     if difficulty is None:
         preset = _DEFAULT_KNOBS
     elif isinstance(difficulty, str) and difficulty in DIFFICULTY_PRESETS:
         preset = DIFFICULTY_PRESETS[difficulty]
     else:
-        raise ValueError(
+        raise InputError(
             f"difficulty must be None or one of {sorted(DIFFICULTY_PRESETS)}, got {difficulty!r}"
         )
     clutter = _real("clutter", preset["clutter"] if clutter is None else clutter)
@@ -238,21 +240,21 @@ def make_shapes(
     occlusion = _real("occlusion", preset["occlusion"] if occlusion is None else occlusion)
     count = preset["objects"] if objects is None else objects
     if not 0.0 <= clutter <= 1.0:
-        raise ValueError(f"clutter must be in [0, 1], got {clutter!r}")
+        raise InputError(f"clutter must be in [0, 1], got {clutter!r}")
     if not noise >= 0.0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
+        raise InputError(f"noise must be >= 0, got {noise!r}")
     if not 0.0 <= texture <= 1.0:
-        raise ValueError(f"texture must be in [0, 1], got {texture!r}")
+        raise InputError(f"texture must be in [0, 1], got {texture!r}")
     if not 0.0 < contrast <= 1.0:
-        raise ValueError(f"contrast must be in (0, 1], got {contrast!r}")
+        raise InputError(f"contrast must be in (0, 1], got {contrast!r}")
     if not 0.0 <= occlusion < 1.0:
-        raise ValueError(f"occlusion must be in [0, 1), got {occlusion!r}")
+        raise InputError(f"occlusion must be in [0, 1), got {occlusion!r}")
     if (
         isinstance(count, bool)
         or not isinstance(count, (int, np.integer))
         or not 1 <= count <= _MAX_OBJECTS
     ):
-        raise ValueError(f"objects must be an int in [1, {_MAX_OBJECTS}], got {count!r}")
+        raise InputError(f"objects must be an int in [1, {_MAX_OBJECTS}], got {count!r}")
     objects = int(count)
 
     labels = np.arange(n) % len(CLASSES)
@@ -311,7 +313,7 @@ def make_shapes(
 
 def _real(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
+        raise InputError(f"{name} must be a real number, got {value!r}")
     return float(value)
 
 

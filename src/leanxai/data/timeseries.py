@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from leanxai.core.errors import InputError
+
 __all__ = [
     "SeriesData",
     "load_basic_motions",
@@ -88,7 +90,7 @@ class SeriesData:
             Seed of the shuffling (a private generator).
         """
         if not 0 < train_fraction < 1:
-            raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction!r}")
+            raise InputError(f"train_fraction must be in (0, 1), got {train_fraction!r}")
         rng = np.random.default_rng(seed)
         labels = self.labels.numpy()
         train: list[int] = []
@@ -264,7 +266,7 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, int, int], phi: float) -> n
 
 def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        raise InputError(f"{name} must be a non-negative int, got {value!r}")
     return int(value)
 
 
@@ -331,10 +333,10 @@ def make_informative_series(
     n = _count("n", n)
     length = _count("length", length)
     if n < 1 or length < 1:
-        raise ValueError(f"n and length must be positive, got n={n}, length={length}")
+        raise InputError(f"n and length must be positive, got n={n}, length={length}")
     n_classes = _count("n_classes", n_classes)
     if n_classes < 2:
-        raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        raise InputError(f"n_classes must be at least 2, got {n_classes}")
     counts = {
         "stable": _count("n_stable", n_stable),
         "distractor": _count("n_distractors", n_distractors),
@@ -342,7 +344,7 @@ def make_informative_series(
         "irrelevant": _count("n_irrelevant", n_irrelevant),
     }
     if counts["stable"] + counts["noisy"] == 0:
-        raise ValueError("make_informative_series needs at least one informative feature")
+        raise InputError("make_informative_series needs at least one informative feature")
     for name, value in (
         ("signal", signal),
         ("noise", noise),
@@ -350,7 +352,7 @@ def make_informative_series(
         ("distractor_scale", distractor_scale),
     ):
         if not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+            raise InputError(f"{name} must be a non-negative number, got {value!r}")
     # Interleave the types round-robin: a fixed layout in which no type sits in a block.
     layout: list[tuple[str, int]] = []
     for k in range(max(counts.values())):

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, InputTypeError
 
 __all__ = ["Cost", "cost"]
 
@@ -71,7 +71,7 @@ class Cost:
 
 def _count(value: object, name: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < least:
         raise InputError(f"{name} must be >= {least}, got {value}")
     return value
@@ -170,7 +170,7 @@ def cost(
     Wall time includes Python overhead and, without ``sync``, only the launch of CUDA kernels.
     """
     if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        raise InputTypeError(f"fn must be callable, got {type(fn).__name__}")
     repeats = _count(repeats, "repeats", 1)
     warmup = _count(warmup, "warmup", 0)
     cuda = device is not None and _device(device).type == "cuda"

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, InputTypeError
 from leanxai.core.hooks import eval_mode
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
@@ -107,7 +107,7 @@ class Completeness:
 
 def _check_heatmap(heatmap: object, inputs: Tensor) -> Tensor:
     if not isinstance(heatmap, Tensor):
-        raise TypeError(f"heatmap must be a torch.Tensor, got {type(heatmap).__name__}")
+        raise InputTypeError(f"heatmap must be a torch.Tensor, got {type(heatmap).__name__}")
     if heatmap.dim() == 4 and heatmap.shape[1] == 1:
         heatmap = heatmap[:, 0]
     batch, _, height, width = inputs.shape
@@ -128,7 +128,7 @@ def _check_heatmap(heatmap: object, inputs: Tensor) -> Tensor:
 
 def _check_int(value: object, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise InputError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
 
 
@@ -165,7 +165,7 @@ def _substrate(substrate: Substrate, inputs: Tensor, name: str = "substrate") ->
         return blur(inputs)
     if substrate == "mean":
         return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs)
-    raise ValueError(
+    raise InputError(
         f"{name} must be 'zero', 'blur', 'mean', a number or a tensor, got {substrate!r}"
     )
 
@@ -468,13 +468,15 @@ def perturbed_explanations(
         ``samples`` heatmaps ``(B, H, W)``.
     """
     if not hasattr(explainer, "explain"):
-        raise TypeError(f"explainer must have an explain() method, got {type(explainer).__name__}")
+        raise InputTypeError(
+            f"explainer must have an explain() method, got {type(explainer).__name__}"
+        )
     inputs = check_images(inputs)
     _check_int(samples, "samples", 1)
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius >= 0:
-        raise ValueError(f"radius must be a number >= 0, got {radius!r}")
+        raise InputError(f"radius must be a number >= 0, got {radius!r}")
     if not math.isfinite(radius):
-        raise ValueError(f"radius must be finite, got {radius!r}")
+        raise InputError(f"radius must be finite, got {radius!r}")
     reference = explainer.explain(inputs, target)
     generator = torch.Generator().manual_seed(seed)
     heatmaps = []

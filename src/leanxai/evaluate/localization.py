@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, InputTypeError
 
 __all__ = ["PRCurve", "PointingGame", "localization", "pointing_game", "pr_curve"]
 
@@ -36,7 +36,7 @@ _GRID_POINTS = 101
 
 def _check_rank(x: object, name: str) -> Tensor:
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (2, 3):
         raise InputError(f"{name} must have shape (B, H, W) or (H, W), got shape {tuple(x.shape)}")
     if x.shape[-1] == 0 or x.shape[-2] == 0:
@@ -81,7 +81,9 @@ def _same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
 
 def _tolerance(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"tolerance must be a real number, got {type(value).__name__} {value!r}")
+        raise InputTypeError(
+            f"tolerance must be a real number, got {type(value).__name__} {value!r}"
+        )
     result = float(value)
     if not math.isfinite(result) or result < 0:
         raise InputError(f"tolerance must be a finite number >= 0, got {value!r}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, InputTypeError
 
 __all__ = ["PairedTest", "format_p", "paired_test"]
 
@@ -65,7 +65,9 @@ def _vector(x: object, name: str) -> np.ndarray:
     try:
         values = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be a tensor, array or list of numbers ({error})") from None
+        raise InputTypeError(
+            f"{name} must be a tensor, array or list of numbers ({error})"
+        ) from None
     if values.ndim != 1:
         raise InputError(f"{name} must be one-dimensional, got shape {values.shape}")
     if np.isinf(values).any():

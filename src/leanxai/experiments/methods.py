@@ -17,10 +17,6 @@ during the first batch call of the explain phase (see :func:`cost`).
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
-import io
 import json
 import math
 import platform
@@ -36,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from leanxai import threshold
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, one_line
 from leanxai.evaluate.cost import cost
 from leanxai.evaluate.faithfulness import (
     completeness,
@@ -46,7 +42,8 @@ from leanxai.evaluate.faithfulness import (
     perturbed_explanations,
 )
 from leanxai.evaluate.localization import localization, pointing_game, pr_curve
-from leanxai.evaluate.stats import format_p, paired_test
+from leanxai.evaluate.stats import paired_test
+from leanxai.experiments.methods_report import csv_text, render_report
 from leanxai.explainers import registry
 from leanxai.explainers.base import Explainer
 from leanxai.io import atomic_write_bytes, atomic_write_text, check_writable
@@ -185,14 +182,14 @@ class BenchmarkConfig:
         for name in ("n", "batch_size", "steps", "sensitivity_n", "sensitivity_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InputError(f"{name} must be a positive int, got {value!r}")
         rounds = self.timing_rounds
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
-            raise ValueError(f"timing_rounds must be an int >= 0, got {rounds!r}")
+            raise InputError(f"timing_rounds must be an int >= 0, got {rounds!r}")
         if not self.methods:
-            raise ValueError("methods is empty")
+            raise InputError("methods is empty")
         if not self.datasets:
-            raise ValueError("datasets is empty")
+            raise InputError("datasets is empty")
         for method in self.methods:
             registry.get(method, "cnn")
         for method, options in self.method_options.items():
@@ -206,11 +203,11 @@ class BenchmarkConfig:
                 )
         unknown = [d for d in self.datasets if d not in DATASETS]
         if unknown:
-            raise ValueError(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
+            raise InputError(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
         for spec in self.thresholds:
             threshold.from_spec(spec)
         if not self.radius >= 0:
-            raise ValueError(f"radius must be >= 0, got {self.radius!r}")
+            raise InputError(f"radius must be >= 0, got {self.radius!r}")
 
 
 @dataclass(frozen=True)
@@ -328,7 +325,7 @@ def load_benchmark_data(
 ) -> BenchmarkData:
     """Load the benchmark data set ``name`` (see :data:`DATASETS`)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     return DATASETS[name](n, seed, cache_dir)
 
 
@@ -461,8 +458,7 @@ def _failed_rows(
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,9 +553,9 @@ def run_benchmark(
     bar.close()
     seconds = time.perf_counter() - started
 
-    atomic_write_text(files["results"], _csv(rows, COLUMNS), overwrite=overwrite)
+    atomic_write_text(files["results"], csv_text(rows, COLUMNS), overwrite=overwrite)
     paired_columns = tuple(paired[0]) if paired else ("dataset",)
-    atomic_write_text(files["paired"], _csv(paired, paired_columns), overwrite=overwrite)
+    atomic_write_text(files["paired"], csv_text(paired, paired_columns), overwrite=overwrite)
     for key, data_png in plots.items():
         atomic_write_bytes(plot_names[key], data_png, overwrite=overwrite)
     meta = {
@@ -580,7 +576,7 @@ def run_benchmark(
     )
     atomic_write_text(
         files["report"],
-        _report(rows, paired, failures, notes, plots, config, seconds),
+        render_report(rows, paired, failures, notes, plots, config, seconds),
         overwrite=overwrite,
     )
     files.update({key: path for key, path in plot_names.items() if key in plots})
@@ -690,152 +686,3 @@ def _plots(
             title=f"{dataset}: mean deletion and insertion curves (unthresholded)",
         ),
     }
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
-def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_format(row.get(c)) for c in columns])
-    return buffer.getvalue()
-
-
-_REPORT_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 80rem; padding: 0 1rem;
-       color: #222; line-height: 1.4; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 0.8rem; }
-th, td { border: 1px solid #ccc; padding: 0.2rem 0.45rem; }
-th { background: #f2f2f2; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.failed td { background: #fde2e2; }
-img { max-width: 100%; border: 1px solid #ddd; margin: 0.5rem 0; }
-""".strip()
-
-_REPORT_COLUMNS = (
-    ("method", "method"),
-    ("threshold", "threshold"),
-    ("status", "status"),
-    ("time_s", "ms / image"),
-    ("peak_memory_mb", "peak MB"),
-    ("deletion", "deletion ↓"),
-    ("insertion", "insertion ↑"),
-    ("completeness", "completeness"),
-    ("kept_fraction", "kept"),
-    ("max_sensitivity", "max-sens ↓"),
-    ("iou", "IoU ↑"),
-    ("dice", "Dice ↑"),
-    ("boundary_f1", "boundary F1 ↑"),
-    ("precision", "precision ↑"),
-    ("recall", "recall ↑"),
-    ("pointing_game", "pointing ↑"),
-    ("aupr", "AUPR ↑"),
-)
-
-
-def _cell(key: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "<td></td>"
-    if key == "time_s":
-        return f'<td class="num">{value * 1e3:.3g}</td>'
-    if isinstance(value, float):
-        return f'<td class="num">{value:.3f}</td>'
-    return f"<td>{html.escape(str(value))}</td>"
-
-
-def _report(
-    rows: Sequence[Mapping[str, Any]],
-    paired: Sequence[Mapping[str, Any]],
-    failures: Sequence[Mapping[str, str]],
-    notes: Mapping[str, str],
-    plots: Mapping[str, bytes],
-    config: BenchmarkConfig,
-    seconds: float,
-) -> str:
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>leanxai benchmark</title>",
-        f"<style>{_REPORT_CSS}</style></head><body>",
-        "<h1>leanxai methods benchmark</h1>",
-        f"<p>{len(config.methods)} methods × {len(config.thresholds)} thresholds × "
-        f"{len(config.datasets)} data sets, {config.n} images each, in {seconds:.0f} s. "
-        "Metrics are means over images; definitions in METRICS.md. Time is per image: every "
-        "method explains the same batch once per round, alternately, in a rotated order, and "
-        "the median over rounds is reported (threshold time added per row); memory is the "
-        "peak resident memory growth during one explain() call of a batch.</p>",
-    ]
-    if failures:
-        parts.append("<h2>Failures</h2><ul>")
-        for failure in failures:
-            parts.append(
-                f"<li>{html.escape(failure['dataset'])} / {html.escape(failure['method'])}: "
-                f"{html.escape(failure['error'])}</li>"
-            )
-        parts.append("</ul>")
-    for dataset in config.datasets:
-        parts.append(f"<h2>{html.escape(dataset)}</h2>")
-        if dataset in notes:
-            parts.append(f"<p>{html.escape(notes[dataset])}</p>")
-        parts.append("<table><tr>")
-        parts.extend(f"<th>{html.escape(label)}</th>" for _, label in _REPORT_COLUMNS)
-        parts.append("</tr>")
-        for row in rows:
-            if row["dataset"] != dataset:
-                continue
-            css = ' class="failed"' if row["status"] != "ok" else ""
-            status = row["status"] if row["status"] == "ok" else f"failed: {row['error']}"
-            parts.append(f"<tr{css}>")
-            parts.extend(
-                _cell(key, status if key == "status" else row.get(key))
-                for key, _ in _REPORT_COLUMNS
-            )
-            parts.append("</tr>")
-        parts.append("</table>")
-        for kind, caption in (
-            ("pr", "precision-recall"),
-            ("curves", "deletion and insertion"),
-            ("cost", "cost"),
-        ):
-            key = f"{kind}-{dataset}"
-            if key in plots:
-                data = base64.b64encode(plots[key]).decode("ascii")
-                parts.append(
-                    f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-                )
-        tests = [p for p in paired if p["dataset"] == dataset]
-        if tests:
-            parts.append("<h3>Paired tests</h3><table><tr>")
-            for label in (
-                "a",
-                "b",
-                "metric",
-                "n",
-                "mean a",
-                "mean b",
-                "t-test p",
-                "Wilcoxon p",
-                "d_z",
-            ):
-                parts.append(f"<th>{label}</th>")
-            parts.append("</tr>")
-            for test in tests:
-                parts.append(
-                    f"<tr><td>{html.escape(test['a'])}</td><td>{html.escape(test['b'])}</td>"
-                    f"<td>{test['metric']}</td><td class='num'>{test['n']}</td>"
-                    f"<td class='num'>{test['mean_a']:.3f}</td>"
-                    f"<td class='num'>{test['mean_b']:.3f}</td>"
-                    f"<td class='num'>{format_p(test['t_pvalue'])}</td>"
-                    f"<td class='num'>{format_p(test['w_pvalue'])}</td>"
-                    f"<td class='num'>{test['effect_size']:.2f}</td></tr>"
-                )
-            parts.append("</table>")
-    parts.append("</body></html>\n")
-    return "".join(parts)

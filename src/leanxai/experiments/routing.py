@@ -12,8 +12,9 @@ split that neither the tiers nor the router saw:
 
 :func:`load_routing` trains the tiers (cached, :func:`~leanxai.zoo.tiers.load_tiers`), then the
 router on the router split with its operating point chosen by cross-validation on that split
-(:func:`~leanxai.experiments.routing_evaluation.choose_operating_point`) and the confidence cascade's thresholds
-chosen on the same split (:func:`~leanxai.experiments.routing_evaluation.choose_cascade`), and caches the
+(:func:`~leanxai.experiments.routing_evaluation.choose_operating_point`) and the confidence
+cascade's thresholds chosen on the same split
+(:func:`~leanxai.experiments.routing_evaluation.choose_cascade`), and caches the
 router as its training data (:func:`~leanxai.route.router.save_router`, no pickle).
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from leanxai.core.errors import InputError
 from leanxai.experiments.routing_evaluation import (
     TierOutputs,
     choose_cascade,
@@ -131,7 +133,7 @@ def routing_split(dataset: str) -> tuple[Any, Any]:
     from leanxai.zoo.tiers import mixed_shapes, tier_data
 
     if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        raise InputError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if dataset == "shapes":
         router_data = mixed_shapes(_SHAPES_ROUTER_N, _ROUTER_SEED_OFFSET, size=64)
         return router_data, mixed_shapes(_SHAPES_TEST_N, _TEST_SEED_OFFSET, size=64)
@@ -144,7 +146,8 @@ def train_router(
     outputs: TierOutputs, *, max_drop: float = 0.0025, seed: int = 0
 ) -> tuple[TierRouter, tuple[float, ...] | None, dict[str, Any]]:
     """Fit a router on ``outputs`` and choose its operating point there, and the cascade's
-    thresholds the same way; see :func:`~leanxai.experiments.routing_evaluation.choose_operating_point`.
+    thresholds the same way; see
+    :func:`~leanxai.experiments.routing_evaluation.choose_operating_point`.
 
     Returns ``(router, escalate, metadata)``; ``metadata["cascade"]`` holds the cascade's
     thresholds."""
@@ -193,7 +196,7 @@ def load_routing(
     from leanxai.zoo.train import _cache_directory
 
     if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        raise InputError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     loaded = load_tiers(dataset, cache_dir, progress=progress)
     tiers: list[nn.Module] = [model for model, _ in loaded.values()]
     first = next(iter(loaded.values()))[1]

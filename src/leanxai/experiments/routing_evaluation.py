@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from leanxai.core.errors import InputError
 from leanxai.core.hooks import eval_mode
 from leanxai.core.models import logits_of
 from leanxai.route.features import FeatureExtractor
@@ -160,9 +161,9 @@ def collect_outputs(
         Show a progress bar.
     """
     if len(tiers) < 2:
-        raise ValueError(f"tiers must hold the probe and at least one more model, got {len(tiers)}")
+        raise InputError(f"tiers must hold the probe and at least one more model, got {len(tiers)}")
     if inputs.shape[0] != labels.shape[0] or inputs.shape[0] == 0:
-        raise ValueError(
+        raise InputError(
             f"inputs and labels must hold the same non-zero number of items, got "
             f"{tuple(inputs.shape)} and {tuple(labels.shape)}"
         )

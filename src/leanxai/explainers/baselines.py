@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from leanxai.core.errors import InputError, InputTypeError
 from leanxai.core.hooks import eval_mode
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
@@ -68,7 +69,7 @@ Segments = Literal["slic", "grid"]
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise InputError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
 
@@ -78,23 +79,23 @@ def _optional_positive_int(name: str, value: object) -> int | None:
 
 def _positive_float(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        raise InputError(f"{name} must be a positive number, got {value!r}")
     if not math.isfinite(float(value)) or float(value) <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        raise InputError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
 
 def _finite_float(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise InputError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise InputError(f"{name} must be finite, got {value!r}")
     return float(value)
 
 
 def _int_seed(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"seed must be a non-negative int, got {value!r}")
+        raise InputError(f"seed must be a non-negative int, got {value!r}")
     return int(value)
 
 
@@ -308,7 +309,7 @@ class IntegratedGradients(AttributionExplainer):
             )
         except RuntimeError as error:
             shape = tuple(self.baseline.shape) if isinstance(self.baseline, torch.Tensor) else ()
-            raise ValueError(
+            raise InputError(
                 f"baseline of shape {shape} does not broadcast to inputs {tuple(inputs.shape)}"
             ) from error
         method = attr.IntegratedGradients(_Logits(self.model), multiply_by_inputs=True)
@@ -416,10 +417,10 @@ class Occlusion(AttributionExplainer):
         else:
             window = self.window
             if window[0] > height or window[1] > width:
-                raise ValueError(f"window {window} is larger than the image ({height}, {width})")
+                raise InputError(f"window {window} is larger than the image ({height}, {width})")
         stride = window if self.stride is None else self.stride
         if stride[0] > window[0] or stride[1] > window[1]:
-            raise ValueError(f"stride {stride} must not exceed window {window}")
+            raise InputError(f"stride {stride} must not exceed window {window}")
         return window, stride
 
     def _attribute(self, inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -510,12 +511,12 @@ class _SurrogateExplainer(AttributionExplainer):
         super().__init__(model, eval_mode=eval_mode)
         if isinstance(segments, torch.Tensor):
             if segments.dim() not in (2, 3) or segments.dtype.is_floating_point:
-                raise ValueError(
+                raise InputError(
                     "segments must be 'slic', 'grid', or an integer tensor (H, W) or (B, H, W), "
                     f"got a {segments.dtype} tensor of shape {tuple(segments.shape)}"
                 )
         elif segments not in ("slic", "grid"):
-            raise ValueError(f"segments must be 'slic', 'grid' or a label tensor, got {segments!r}")
+            raise InputError(f"segments must be 'slic', 'grid' or a label tensor, got {segments!r}")
         self.segments = segments
         self.n_segments = _positive_int("n_segments", n_segments)
         self.compactness = _positive_float("compactness", compactness)
@@ -536,7 +537,7 @@ class _SurrogateExplainer(AttributionExplainer):
             if labels.shape[-2:] != (height, width) or (
                 labels.dim() == 3 and labels.shape[0] not in (1, batch)
             ):
-                raise ValueError(
+                raise InputError(
                     f"segments of shape {tuple(labels.shape)} do not fit inputs "
                     f"{tuple(inputs.shape)}; expected (H, W) or (B, H, W)"
                 )
@@ -571,7 +572,7 @@ class _SurrogateExplainer(AttributionExplainer):
         maps = []
         for image, label, target in zip(inputs, masks, classes.tolist(), strict=True):
             if int(label.max()) < 1:
-                raise ValueError(
+                raise InputError(
                     f"{self.name} needs at least 2 segments per image, got 1; "
                     "use more segments or cells"
                 )
@@ -781,7 +782,7 @@ def generate_masks(
 
 def _probability(p: object) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 < p < 1:
-        raise ValueError(f"p must be a probability in (0, 1), got {p!r}")
+        raise InputError(f"p must be a probability in (0, 1), got {p!r}")
     return float(p)
 
 
@@ -843,9 +844,9 @@ class RISE(AttributionExplainer):
         self.seed = _int_seed(seed)
         if masks is not None:
             if not isinstance(masks, torch.Tensor):
-                raise TypeError(f"masks must be a torch.Tensor, got {type(masks).__name__}")
+                raise InputTypeError(f"masks must be a torch.Tensor, got {type(masks).__name__}")
             if masks.dim() != 3 or masks.shape[0] == 0 or not masks.dtype.is_floating_point:
-                raise ValueError(
+                raise InputError(
                     "masks must be a non-empty floating tensor (N, H, W), got "
                     f"{masks.dtype} of shape {tuple(masks.shape)}"
                 )
@@ -856,7 +857,7 @@ class RISE(AttributionExplainer):
     ) -> Iterator[torch.Tensor]:
         if self.masks is not None:
             if tuple(self.masks.shape[1:]) != size:
-                raise ValueError(
+                raise InputError(
                     f"masks of shape {tuple(self.masks.shape)} do not fit images of size {size}"
                 )
             masks = self.masks.to(device=device, dtype=dtype)

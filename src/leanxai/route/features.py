@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, InputTypeError
 from leanxai.core.targets import Target
 from leanxai.explainers.base import Explanation, check_images
 from leanxai.explainers.cam import GradCAM, PathOption
@@ -47,7 +47,7 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _check_batch(tensor: torch.Tensor, name: str, batch: int, dims: int | None = None) -> None:
     if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     if dims is not None and tensor.dim() != dims:
         raise InputError(f"{name} must have {dims} dimensions, got shape {tuple(tensor.shape)}")
     if tensor.dim() < 1 or tensor.shape[0] != batch:
@@ -193,7 +193,9 @@ def complexity_features(
         ``explanation`` is not an :class:`Explanation`.
     """
     if not isinstance(explanation, Explanation):
-        raise TypeError(f"explanation must be an Explanation, got {type(explanation).__name__}")
+        raise InputTypeError(
+            f"explanation must be an Explanation, got {type(explanation).__name__}"
+        )
     inputs = check_images(inputs)
     batch = inputs.shape[0]
     device = inputs.device

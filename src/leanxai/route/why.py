@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from leanxai.core.errors import InputError
 from leanxai.route.features import FEATURE_NAMES
 from leanxai.route.router import TIERS, TierRouter
 
@@ -80,7 +81,7 @@ def explain_decisions(
     features = np.asarray(X, dtype=np.float64)
     reference = np.asarray(background, dtype=np.float64)
     if reference.ndim != 2 or reference.shape[1] != features.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"background must have shape (M, {features.shape[1]}), got {reference.shape}"
         )
     if len(reference) > max_background:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from leanxai.core.errors import InputError
+from leanxai.core.errors import InputError, InputTypeError
 from leanxai.io import atomic_write_bytes, check_writable
 
 __all__ = ["colorize", "overlay", "panel", "save_overlay", "save_panel"]
@@ -34,7 +34,9 @@ def _to_numpy(value: ArrayLike, name: str) -> np.ndarray:
         return value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
         return value
-    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+    raise InputTypeError(
+        f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}"
+    )
 
 
 def _check_unit_range(values: np.ndarray, name: str) -> np.ndarray:
@@ -58,7 +60,7 @@ def _heatmap_array(heatmap: ArrayLike, name: str = "heatmap") -> np.ndarray:
     if values.ndim != 2 or 0 in values.shape:
         raise InputError(f"{name} must have shape (H, W) or (1, H, W), got {values.shape}")
     if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.number):
-        raise TypeError(f"{name} must hold numbers in [0, 1], got dtype {values.dtype}")
+        raise InputTypeError(f"{name} must hold numbers in [0, 1], got dtype {values.dtype}")
     return _check_unit_range(values.astype(np.float32), name)
 
 
@@ -68,16 +70,18 @@ def _image_array(image: ArrayLike) -> np.ndarray:
         if image.dim() != 3 or image.shape[0] != 3 or 0 in image.shape:
             raise InputError(f"image tensor must have shape (3, H, W), got {tuple(image.shape)}")
         if not image.is_floating_point():
-            raise TypeError(f"image tensor must be floating point in [0, 1], got {image.dtype}")
+            raise InputTypeError(
+                f"image tensor must be floating point in [0, 1], got {image.dtype}"
+            )
         values = _check_unit_range(image.detach().cpu().float().numpy(), "image")
         return np.rint(values.transpose(1, 2, 0) * 255.0).astype(np.uint8)  # (H, W, 3)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
             raise InputError(f"image array must have shape (H, W, 3), got {image.shape}")
         if image.dtype != np.uint8:
-            raise TypeError(f"image array must have dtype uint8, got {image.dtype}")
+            raise InputTypeError(f"image array must have dtype uint8, got {image.dtype}")
         return np.ascontiguousarray(image)
-    raise TypeError(
+    raise InputTypeError(
         f"image must be a (3, H, W) torch.Tensor or (H, W, 3) numpy.ndarray, "
         f"got {type(image).__name__}"
     )
@@ -102,11 +106,11 @@ def _lookup(cmap: str, values: np.ndarray) -> np.ndarray:
     from matplotlib import colormaps  # the registry only; pyplot is never imported
 
     if not isinstance(cmap, str):
-        raise TypeError(f"cmap must be the name of a matplotlib colormap, got {cmap!r}")
+        raise InputTypeError(f"cmap must be the name of a matplotlib colormap, got {cmap!r}")
     try:
         colormap = colormaps[cmap]
     except KeyError as error:
-        raise ValueError(f"cmap={cmap!r} is not a matplotlib colormap") from error
+        raise InputError(f"cmap={cmap!r} is not a matplotlib colormap") from error
     rgba = colormap(values, bytes=True)  # (H, W, 4) uint8
     return np.ascontiguousarray(rgba[..., :3])
 
@@ -138,7 +142,7 @@ def colorize(heatmap: ArrayLike, cmap: str = "jet") -> np.ndarray:
 
 def _check_alpha(alpha: float) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+        raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")
     return float(alpha)
 
 
@@ -194,7 +198,7 @@ def _encode_png(array: np.ndarray) -> bytes:
 def _check_png_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"path must end in .png (files are written as PNG), got {str(path)!r}")
+        raise InputError(f"path must end in .png (files are written as PNG), got {str(path)!r}")
     return path
 
 
@@ -242,7 +246,9 @@ def _mask_array(thresholded: ArrayLike, size: tuple[int, int]) -> np.ndarray:
     if values.ndim != 2 or 0 in values.shape:
         raise InputError(f"thresholded must have shape (H, W) or (1, H, W), got {values.shape}")
     if values.dtype != np.bool_ and not np.issubdtype(values.dtype, np.number):
-        raise TypeError(f"thresholded must be a bool or numeric mask, got dtype {values.dtype}")
+        raise InputTypeError(
+            f"thresholded must be a bool or numeric mask, got dtype {values.dtype}"
+        )
     if values.dtype != np.bool_ and not np.isfinite(values).all():
         raise InputError("thresholded holds NaN or infinite values")
     kept = (values > 0).astype(np.float32)
@@ -310,7 +316,7 @@ def panel(
         brightness elsewhere.
     """
     if isinstance(titles, str) or len(titles) != 3 or not all(isinstance(t, str) for t in titles):
-        raise ValueError(f"titles must be three strings, got {titles!r}")
+        raise InputError(f"titles must be three strings, got {titles!r}")
     blended = overlay(image, heatmap, cmap=cmap, alpha=alpha)  # (H, W, 3)
     base = _image_array(image)
     height, width = base.shape[:2]

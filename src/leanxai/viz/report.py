@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
+from leanxai.core.errors import InputError, InputTypeError
 from leanxai.io import atomic_write_text
 
 __all__ = ["write_html_report"]
@@ -47,10 +48,10 @@ def _cell(value: object) -> tuple[str, bool]:
 def _image_src(path: str, index: int) -> str:
     """URL-quote a relative image path; refuse absolute paths and URLs with a scheme."""
     if not isinstance(path, str) or not path:
-        raise ValueError(f"images[{index}] path must be a non-empty str, got {path!r}")
+        raise InputError(f"images[{index}] path must be a non-empty str, got {path!r}")
     posix = path.replace("\\", "/")
     if urlsplit(posix).scheme or posix.startswith("/") or PurePosixPath(posix).is_absolute():
-        raise ValueError(f"images[{index}] path must be relative to the report, got {path!r}")
+        raise InputError(f"images[{index}] path must be relative to the report, got {path!r}")
     return quote(posix, safe="/")
 
 
@@ -116,7 +117,7 @@ def write_html_report(
         columns: dict[str, None] = {}
         for row in table:
             if not isinstance(row, Mapping):
-                raise TypeError(f"table rows must be mappings, got {type(row).__name__}")
+                raise InputTypeError(f"table rows must be mappings, got {type(row).__name__}")
             columns.update(dict.fromkeys(str(key) for key in row))
         parts.append("<table>")
         parts.append(
@@ -138,7 +139,7 @@ def write_html_report(
         parts.append('<div class="figures">')
         for index, entry in enumerate(images):
             if isinstance(entry, str) or len(entry) != 2:
-                raise ValueError(f"images[{index}] must be a (path, caption) pair, got {entry!r}")
+                raise InputError(f"images[{index}] must be a (path, caption) pair, got {entry!r}")
             src, caption = _image_src(entry[0], index), str(entry[1])
             parts.append(
                 f'<figure><img src="{esc(src)}" alt="{esc(caption)}" loading="lazy">'

@@ -1,0 +1,240 @@
+"""Models and data for measuring compression: the paper's dense network, MNIST-5k and shapes.
+
+Each setting gives a trained model, a calibration set (training inputs only) and held-out data,
+for a seed:
+
+- ``"dense"``: the paper's setting, a 3-layer ReLU network (``40 -> 128 -> 64 -> 5``) on
+  scikit-learn's ``make_classification`` (40 features, 10 informative, 5 classes), standardised
+  with the training part's statistics; trained in about two seconds.
+- ``"mnist"``: the :class:`~leanxai.zoo.SmallCNN` of :mod:`leanxai.zoo.digits` on MNIST-5k (32x32,
+  one channel); seed 0 is the zoo's cached model, other seeds are trained with the same recipe
+  and cached beside it.
+- ``"shapes"``: the demo :class:`~leanxai.zoo.SmallCNN` on synthetic shapes; held-out images come
+  from the seeds the demo recipe holds out.
+
+Used by ``benchmarks/compression.py`` and the tests; nothing here is needed to compress a model
+(the reference size, :func:`~leanxai.compress.float32_size`, is part of the library).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from leanxai.core import validate
+from leanxai.zoo.train import accuracy
+
+__all__ = [
+    "DENSE_HIDDEN",
+    "SETTINGS",
+    "Setting",
+    "accuracy",
+    "dense_net",
+    "dense_split",
+    "load_setting",
+    "train_dense",
+]
+
+SETTINGS: tuple[str, ...] = ("dense", "mnist", "shapes")
+"""Names :func:`load_setting` accepts."""
+
+DENSE_HIDDEN: tuple[int, int] = (128, 64)
+"""Hidden widths of the paper's dense network."""
+
+_DENSE_SAMPLES = 6000
+_DENSE_TEST = 0.25
+_DENSE_EPOCHS = 40
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A trained model with its calibration and held-out data.
+
+    Attributes
+    ----------
+    name : str
+        ``"dense"``, ``"mnist"`` or ``"shapes"``.
+    seed : int
+        Seed of the model's training (and of the dense network's data).
+    model : nn.Module
+        The trained model, in eval mode.
+    calibration : torch.Tensor
+        ``(N, ...)`` training inputs, for relevance and fine-tuning.
+    inputs, labels : torch.Tensor
+        Held-out inputs and their labels.
+    metadata : dict
+        How the model was trained.
+    """
+
+    name: str
+    seed: int
+    model: nn.Module
+    calibration: torch.Tensor
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    metadata: dict[str, Any]
+
+
+def dense_net(
+    n_features: int = 40, n_classes: int = 5, hidden: tuple[int, int] = DENSE_HIDDEN
+) -> nn.Sequential:
+    """The paper's 3-layer dense ReLU network, untrained: Linear-ReLU-Linear-ReLU-Linear."""
+    return nn.Sequential(
+        nn.Linear(n_features, hidden[0]),
+        nn.ReLU(),
+        nn.Linear(hidden[0], hidden[1]),
+        nn.ReLU(),
+        nn.Linear(hidden[1], n_classes),
+    )
+
+
+def dense_split(
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``make_classification`` data of the dense setting: ``(x_train, y_train, x_test, y_test)``.
+
+    6,000 samples, 40 features of which 10 informative (and 10 redundant), 5 classes, one
+    cluster per class, 25 % held out (stratified); standardised with the training part's mean and
+    standard deviation. The same seed always gives the same data.
+    """
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import train_test_split
+
+    x, y = make_classification(
+        n_samples=_DENSE_SAMPLES,
+        n_features=40,
+        n_informative=10,
+        n_redundant=10,
+        n_classes=5,
+        n_clusters_per_class=1,
+        random_state=seed,
+    )
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=_DENSE_TEST, random_state=seed, stratify=y
+    )
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-8
+    return (
+        torch.tensor((x_train - mean) / std, dtype=torch.float32),
+        torch.tensor(y_train, dtype=torch.int64),
+        torch.tensor((x_test - mean) / std, dtype=torch.float32),
+        torch.tensor(y_test, dtype=torch.int64),
+    )
+
+
+def train_dense(seed: int = 0) -> tuple[nn.Sequential, dict[str, Any]]:
+    """Train :func:`dense_net` on :func:`dense_split` (Adam, one-cycle, 40 epochs, batch 64)."""
+    from leanxai.zoo.train import fit_classifier
+
+    x_train, y_train, x_test, y_test = dense_split(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = dense_net()
+    fit_classifier(model, x_train, y_train, epochs=_DENSE_EPOCHS, batch_size=64, lr=3e-3, seed=seed)
+    model.eval()
+    return model, {
+        "architecture": "dense 40-128-64-5",
+        "seed": seed,
+        "held_out_accuracy": accuracy(model, x_test, y_test),
+    }
+
+
+def _mnist_model(
+    seed: int, cache_dir: str | os.PathLike[str] | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    from leanxai.zoo.digits import MNIST_RECIPE_VERSION, load_mnist_model, mnist_cnn
+    from leanxai.zoo.digits import train_mnist_model as train
+    from leanxai.zoo.train import load_cached
+
+    if seed == 0:
+        return load_mnist_model(cache_dir, progress=False)
+    return load_cached(
+        f"mnist_cnn_seed{seed}",
+        mnist_cnn,
+        lambda: train(seed=seed, progress=False),
+        MNIST_RECIPE_VERSION,
+        cache_dir=cache_dir,
+    )
+
+
+def _shapes_model(
+    seed: int, cache_dir: str | os.PathLike[str] | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    from leanxai.zoo.train import RECIPE_VERSION, demo_cnn, load_cached, load_demo_model
+    from leanxai.zoo.train import train_demo_model as train
+
+    if seed == 0:
+        return load_demo_model(cache_dir, progress=False)
+    return load_cached(
+        f"demo_cnn_seed{seed}",
+        demo_cnn,
+        lambda: train(seed=seed, progress=False),
+        RECIPE_VERSION,
+        cache_dir=cache_dir,
+    )
+
+
+def load_setting(
+    name: str,
+    seed: int = 0,
+    *,
+    calibration: int = 256,
+    held_out: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Setting:
+    """A trained model of a setting with its calibration and held-out data.
+
+    Parameters
+    ----------
+    name : {"dense", "mnist", "shapes"}
+        The setting (see the module's docstring).
+    seed : int, default 0
+        Training seed. CNNs of seeds other than 0 are trained once (about a minute each on
+        two cores) and cached.
+    calibration : int, default 256
+        Number of training inputs in the calibration set (the first ones of the training part,
+        in a seeded random order).
+    held_out : int, optional
+        Use only the first ``held_out`` held-out samples (all by default: 1,500 dense, 1,000
+        MNIST, 500 shapes).
+    cache_dir : str or path-like, optional
+        Model cache (default as in :func:`~leanxai.zoo.load_demo_model`).
+    """
+    validate.choice("name", name, SETTINGS)
+    seed = validate.non_negative_int("seed", seed)
+    calibration = validate.positive_int("calibration", calibration)
+    held_out = validate.optional_positive_int("held_out", held_out)
+    generator = torch.Generator().manual_seed(seed)
+    model: nn.Module
+    if name == "dense":
+        x_train, _, x_test, y_test = dense_split(seed)
+        model, metadata = train_dense(seed)
+    elif name == "mnist":
+        from leanxai.zoo.digits import mnist_split
+
+        train, test = mnist_split()
+        x_train, x_test, y_test = train.images, test.images, test.labels
+        model, metadata = _mnist_model(seed, cache_dir)
+    else:
+        from leanxai.data.shapes import make_shapes
+        from leanxai.zoo.train import (
+            DEMO_N_HELD_OUT,
+            DEMO_N_TRAIN,
+            DEMO_SIZE,
+            HELD_OUT_SEED_OFFSET,
+        )
+
+        # The training images of this seed's model, and the images its recipe held out.
+        n_train = min(DEMO_N_TRAIN, max(calibration, 512))
+        x_train = make_shapes(n_train, size=DEMO_SIZE, seed=seed).images
+        test_data = make_shapes(DEMO_N_HELD_OUT, size=DEMO_SIZE, seed=seed + HELD_OUT_SEED_OFFSET)
+        x_test, y_test = test_data.images, test_data.labels
+        model, metadata = _shapes_model(seed, cache_dir)
+    order = torch.randperm(x_train.shape[0], generator=generator)[:calibration]
+    if held_out is not None:
+        x_test, y_test = x_test[:held_out], y_test[:held_out]
+    model.eval()
+    return Setting(name, seed, model, x_train[order], x_test, y_test, dict(metadata))
