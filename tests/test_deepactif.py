@@ -18,6 +18,7 @@ from leanxai.explainers.deepactif import (
     RANKING_METHODS,
     DeepACTIF,
     FeatureAttribution,
+    RankingMethod,
     _recurrent_scores,
     aggregate,
     feature_ranking,
@@ -292,9 +293,9 @@ def test_vectorised_mappings_equal_the_step_by_step_loop(name: str, mapping: str
 def test_vectorised_mapping_over_long_sequences_and_small_blocks(monkeypatch: Any) -> None:
     # Enough steps for several doubling rounds of the cell-state scan, and blocks of one
     # sequence each.
-    from leanxai.explainers import deepactif
+    from leanxai.explainers import recurrent_math
 
-    monkeypatch.setattr(deepactif, "_JACOBIAN_BLOCK", 70 * H * F)
+    monkeypatch.setattr(recurrent_math, "_JACOBIAN_BLOCK", 70 * H * F)
     torch.manual_seed(3)
     module = nn.LSTM(F, H, bidirectional=True, batch_first=True).double().eval()
     x = sequences(batch=2, steps=70, seed=5)
@@ -618,3 +619,135 @@ def test_shap_ranking_is_reproducible_and_restores_the_generators() -> None:
     assert np.random.random() == expected_np and torch.equal(torch.rand(1), expected_torch)
     second = feature_ranking(model, x, "shap", n_samples=4, seed=3)
     assert torch.equal(first.importance, second.importance)
+
+
+# -- the split: one registry, re-exports, the library's errors, generators left alone (issue 14) ---
+
+
+def test_ranking_methods_are_the_registrys_and_dispatch_through_it() -> None:
+    from leanxai.explainers import registry
+
+    entries = registry.methods("recurrent", output="feature ranking")
+    assert tuple(info.name for info in entries) == RANKING_METHODS
+    # Each registered once, by the module that defines it.
+    factory = registry.get("deepactif", "recurrent").factory
+    assert factory.func is RankingMethod and factory.args == ("deepactif",)
+    for name in RANKING_METHODS[1:]:
+        baseline = registry.get(name, "recurrent").factory
+        assert type(baseline).__module__ == "leanxai.explainers.sequence_baselines"
+        assert baseline.attribution.__module__ == "leanxai.explainers.sequence_baselines"
+    model, x = classifier("gru"), sequences()
+    for name in ("deepactif", "ablation", "Deep-LIFT"):
+        bound = registry.get(name, "recurrent").factory(model)
+        through_registry = bound.attribute(x, MASK, target=1)
+        direct = feature_ranking(model, x, name, target=1, mask=MASK)
+        assert through_registry.method == direct.method == registry.normalize(name)
+        torch.testing.assert_close(through_registry.importance, direct.importance)
+
+
+def test_public_names_are_importable_from_deepactif() -> None:
+    from leanxai.explainers import deepactif, recurrent_math, sequence_baselines
+
+    for name in deepactif.__all__:
+        assert getattr(deepactif, name) is not None, name
+    # Where each part lives now, and the private names the benchmarks and tests use.
+    assert deepactif.feature_ranking is sequence_baselines.feature_ranking
+    assert deepactif.RANKING_METHODS is sequence_baselines.RANKING_METHODS
+    assert deepactif.unroll_recurrent is recurrent_math.unroll_recurrent
+    assert deepactif._recurrent_scores is recurrent_math._recurrent_scores
+    assert deepactif._SequenceLogits is sequence_baselines._SequenceLogits
+    assert callable(deepactif._ranking)
+
+
+def test_bad_arguments_raise_the_librarys_errors() -> None:
+    from leanxai.core.errors import InputTypeError, LeanXAIError
+
+    model, x = classifier("lstm"), sequences()
+    calls = [
+        (InputTypeError, lambda: DeepACTIF(object())),  # type: ignore[arg-type]
+        (InputTypeError, lambda: DeepACTIF(model, layer=3)),  # type: ignore[arg-type]
+        (InputError, lambda: DeepACTIF(model, norm="l3")),
+        (InputTypeError, lambda: DeepACTIF(model, batch_first=1)),  # type: ignore[arg-type]
+        (InputError, lambda: DeepACTIF(model).attribute(x).top(0)),
+        (InputError, lambda: DeepACTIF(model).attribute(x).top(F + 1)),
+        (InputTypeError, lambda: DeepACTIF(model).attribute(x, MASK.numpy())),  # type: ignore[arg-type]
+        (InputError, lambda: aggregate(x, MASK, "median")),
+        (InputError, lambda: aggregate(x[0], None)),
+        (InputTypeError, lambda: aggregate(x.numpy(), None)),  # type: ignore[arg-type]
+        (InputError, lambda: feature_ranking(model, x, "lime")),
+        (InputError, lambda: feature_ranking(model, x, "ig", n_steps=0)),
+        (InputError, lambda: feature_ranking(model, x, "shap", n_samples=True)),
+        (InputError, lambda: feature_ranking(model, x, "shap", seed=-1)),
+        (InputError, lambda: feature_ranking(model, x, "ig", internal_batch_size=0)),
+        (InputTypeError, lambda: feature_ranking(model, x, "ig", mapping="gated")),
+        (InputTypeError, lambda: feature_ranking(object(), x, "ig")),  # type: ignore[arg-type]
+        (InputTypeError, lambda: feature_ranking(model, x.tolist(), "ablation")),  # type: ignore[arg-type]
+        (InputTypeError, lambda: unroll_recurrent(nn.Linear(F, F), x)),  # type: ignore[arg-type]
+        (InputError, lambda: unroll_recurrent(model.rnn, x, num_layers=2)),
+        (InputError, lambda: unroll_recurrent(model.rnn, x, num_layers=0)),
+    ]
+    for kind, call in calls:
+        with pytest.raises(kind) as caught:
+            call()
+        assert isinstance(caught.value, LeanXAIError)
+
+
+def _generator_states() -> tuple[torch.Tensor, tuple[Any, ...]]:
+    return torch.get_rng_state(), np.random.get_state()
+
+
+def _assert_same_states(before: tuple[torch.Tensor, tuple[Any, ...]]) -> None:
+    torch_state, numpy_state = _generator_states()
+    assert torch.equal(torch_state, before[0])
+    assert numpy_state[0] == before[1][0]
+    np.testing.assert_array_equal(numpy_state[1], before[1][1])
+    assert numpy_state[2:] == before[1][2:]
+
+
+def test_shap_restores_every_global_generator_and_reseeds_no_cuda_device(
+    monkeypatch: Any,
+) -> None:
+    # torch.manual_seed reseeds every CUDA device (lazily, even before CUDA starts); the call
+    # must seed only torch's CPU generator and NumPy's, and restore both.
+    reseeded: list[str] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append("all"))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append("one"))
+    model, x = classifier("lstm"), sequences()
+    np.random.seed(7)
+    torch.manual_seed(7)
+    reseeded.clear()
+    before = _generator_states()
+    first = feature_ranking(model, x, "shap", n_samples=4, seed=3, mask=MASK)
+    _assert_same_states(before)
+    assert reseeded == []
+    # Seeded: another global state gives the same ranking.
+    np.random.seed(99)
+    torch.manual_seed(99)
+    reseeded.clear()
+    again = feature_ranking(model, x, "shap", n_samples=4, seed=3, mask=MASK)
+    torch.testing.assert_close(again.importance, first.importance, rtol=0, atol=0)
+    assert reseeded == []
+
+
+def test_shap_restores_the_generators_after_an_error(monkeypatch: Any, state_guard: Any) -> None:
+    import captum.attr
+
+    class Failing:
+        def __init__(self, forward: Any) -> None:
+            pass
+
+        def attribute(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+            np.random.random(5)
+            torch.rand(5)
+            raise RuntimeError("simulated failure inside GradientShap")
+
+    monkeypatch.setattr(captum.attr, "GradientShap", Failing)
+    model, x = classifier("lstm").train(), sequences()
+    check = state_guard(model)
+    cudnn = torch.backends.cudnn.enabled
+    before = _generator_states()
+    with pytest.raises(RuntimeError, match="simulated"):
+        feature_ranking(model, x, "shap", n_samples=4)
+    _assert_same_states(before)
+    assert torch.backends.cudnn.enabled == cudnn
+    check()
