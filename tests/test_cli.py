@@ -90,8 +90,76 @@ def test_explain_folder_with_good_and_bad_files(tmp_path, weights, image_dir):
     assert sorted(ok) == good
     assert all(0 < float(r["coverage"]) <= 0.2 for r in ok.values())  # top 10% (+ ties)
     assert all(0 <= int(r["class"]) < 4 and 0 < float(r["score"]) <= 1 for r in ok.values())
-    assert sum(r["status"].startswith("skipped") for r in rows) == len(bad)
-    assert "explained 6 of 9 images" in result.stdout
+    assert all(r["output"] == f"{stem}.png" and r["map"] == f"{stem}.npy" for stem, r in ok.items())
+    skipped = {r["file"]: r["status"] for r in rows if r["status"].startswith("skipped")}
+    assert set(skipped) == {str(p) for p in [*bad, tmp_path / "missing.png"]}
+    assert skipped[str(tmp_path / "missing.png")] == "skipped: does not exist"
+    assert "explained 6 of 10 inputs" in result.stdout
+
+
+def test_explain_names_missing_files_and_ignored_folder_files(tmp_path, weights, image_dir):
+    (image_dir / "noext").write_bytes(b"not an image")
+    (image_dir / "readme.txt").write_text("notes")
+    out = tmp_path / "out"
+    result = run(
+        "explain",
+        str(tmp_path / "nothere.jpg"),
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 3, result.output
+    assert "explained 0 of 1 inputs" in result.stdout
+    with open(out / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["file"], r["status"]) for r in rows] == [
+        (str(tmp_path / "nothere.jpg"), "skipped: does not exist")
+    ]
+    folder = run(
+        "explain",
+        str(image_dir),
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--size",
+        "64",
+        "--out",
+        str(tmp_path / "out2"),
+    )
+    assert "ignored 2 files that are not images: " in folder.stderr
+    assert str(image_dir / "noext") in folder.stderr and "readme.txt" in folder.stderr
+
+
+def test_explain_summary_maps_outputs_back_to_inputs(tmp_path, weights, image_dir):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    source = next(p for p in sorted(image_dir.iterdir()) if p.stem == "rgb")
+    (a / "x.png").write_bytes(source.read_bytes())
+    (b / "x.png").write_bytes(source.read_bytes())
+    out = tmp_path / "out"
+    result = run(
+        "explain",
+        str(a),
+        str(b),
+        "--model",
+        SPEC,
+        "--weights",
+        str(weights),
+        "--size",
+        "64",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    with open(out / "summary.csv") as handle:
+        rows = {r["file"]: r for r in csv.DictReader(handle)}
+    assert rows[str(a / "x.png")]["output"] == "x.png"
+    assert rows[str(b / "x.png")]["output"] == "x-2.png"
+    assert (out / "x-2.png").exists() and (out / "x-2.npy").exists()
 
 
 def test_results_match_the_library(tmp_path, weights, image_dir):
@@ -354,7 +422,9 @@ def test_demo_writes_its_report(tmp_path, monkeypatch):
         "input_size": [3, 64, 64],
         "held_out_accuracy": 0.5,
     }
-    monkeypatch.setattr(leanxai.experiments.demo, "load_demo_model", lambda *a, **k: (demo_cnn().eval(), info))
+    monkeypatch.setattr(
+        leanxai.experiments.demo, "load_demo_model", lambda *a, **k: (demo_cnn().eval(), info)
+    )
     out = tmp_path / "demo"
     result = run("demo", "--out", str(out), "--images", "3")
     assert result.exit_code == 0, result.output

@@ -33,6 +33,7 @@ __all__ = [
     "LeanXAIGroup",
     "cache_dir_option",
     "fail",
+    "note_ignored",
     "one_line",
     "out_dir_option",
     "output_names",
@@ -106,6 +107,16 @@ def _debug(ctx: click.Context) -> bool:
     return bool((root.params or {}).get("debug")) or bool(
         getattr(root, "obj", None) and root.obj.get("debug")  # type: ignore[union-attr]
     )
+
+
+def note_ignored(ignored: list[Path]) -> None:
+    """Name, in one line on stderr, the files inside given folders that are not images."""
+    if ignored:
+        shown = ", ".join(str(p) for p in ignored[:5]) + (
+            f" and {len(ignored) - 5} more" if len(ignored) > 5 else ""
+        )
+        noun = "file that is not an image" if len(ignored) == 1 else "files that are not images"
+        click.echo(f"ignored {len(ignored)} {noun}: {shown}", err=True)
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:

@@ -21,6 +21,7 @@ from leanxai.cli._common import (
     LeanXAIGroup,
     cache_dir_option,
     fail,
+    note_ignored,
     output_names,
     parse_size,
 )
@@ -85,7 +86,7 @@ def explain(
 
     from leanxai import threshold
     from leanxai.core.models import load_model
-    from leanxai.data.images import find_images, load_image
+    from leanxai.data.images import find_images, ignored_files, load_image
     from leanxai.explainers import registry
     from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
     from leanxai.viz.overlay import save_overlay, save_panel
@@ -97,6 +98,7 @@ def explain(
     except (LeanXAIError, click.BadParameter) as error:
         fail(error)
     files, problems = find_images(list(inputs))
+    note_ignored(ignored_files(list(inputs)))
     names = output_names(files)
     planned = [out_dir / "summary.csv"]
     for name in names:
@@ -116,7 +118,7 @@ def explain(
     explainer = registry.create(method, model, "cnn", options={"layer": layer} if cam else None)
 
     failed: list[tuple[str, str]] = [(str(p), reason) for p, reason in problems]
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [{"file": p, "status": f"skipped: {r}"} for p, r in failed]
     pending: list[tuple[Path, str, torch.Tensor]] = []
 
     def flush() -> None:
@@ -154,6 +156,8 @@ def explain(
                     "time_s": f"{seconds:.6f}",
                     "layer": explanation.layer,
                     "path": explanation.path,
+                    "output": f"{name}.png",
+                    "map": f"{name}.npy",
                     "status": "ok",
                 }
             )
@@ -177,14 +181,27 @@ def explain(
             flush()
     flush()
 
-    fields = ["file", "class", "label", "score", "coverage", "time_s", "layer", "path", "status"]
+    fields = [
+        "file",
+        "class",
+        "label",
+        "score",
+        "coverage",
+        "time_s",
+        "layer",
+        "path",
+        "output",
+        "map",
+        "status",
+    ]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out_dir / "summary.csv", buffer.getvalue(), overwrite=overwrite)
     done = sum(row["status"] == "ok" for row in rows)
-    click.echo(f"explained {done} of {len(files)} images; wrote {out_dir / 'summary.csv'}")
+    total = len(files) + len(problems)
+    click.echo(f"explained {done} of {total} inputs; wrote {out_dir / 'summary.csv'}")
     for path_text, reason in failed:
         message = reason if reason.startswith(path_text) else f"{path_text}: {reason}"
         click.echo(f"skipped {message}", err=True)

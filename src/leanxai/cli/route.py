@@ -16,7 +16,13 @@ from typing import Any
 
 import click
 
-from leanxai.cli._common import EXIT_PARTIAL, cache_dir_option, fail, output_names
+from leanxai.cli._common import (
+    EXIT_PARTIAL,
+    cache_dir_option,
+    fail,
+    note_ignored,
+    output_names,
+)
 from leanxai.core.errors import InputError, LeanXAIError
 
 DATASET_CHOICE = click.Choice(["mnist", "shapes"])
@@ -130,13 +136,14 @@ def run(
     import numpy as np
     import torch
 
-    from leanxai.data.images import find_images, load_image
+    from leanxai.data.images import find_images, ignored_files, load_image
     from leanxai.io import atomic_write_bytes, atomic_write_text, check_writable
     from leanxai.route.features import FEATURE_NAMES
     from leanxai.route.router import TIERS
     from leanxai.route.why import explain_decisions, radar_chart, shap_bar_chart
 
     files, problems = find_images(list(inputs))
+    note_ignored(ignored_files(list(inputs)))
     names = output_names(files)
     planned = [out_dir / "decisions.csv"]
     for name in names:

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from leanxai.core.errors import InputError, InputTypeError
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "load_image", "to_tensor_batch"]
+__all__ = ["IMAGE_EXTENSIONS", "find_images", "ignored_files", "load_image", "to_tensor_batch"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -98,19 +98,29 @@ def find_images(
     return files, problems
 
 
-def _walk_folder(folder: Path) -> list[Path]:
+def _walk_folder(folder: Path, ignored: list[Path] | None = None) -> list[Path]:
     found: list[Path] = []
+    skipped: list[Path] = []
     for root, dirnames, filenames in os.walk(folder):
         dirnames[:] = [name for name in dirnames if not name.startswith(".")]
         for name in filenames:
             file = Path(root) / name
-            if (
-                not name.startswith(".")
-                and file.suffix.lower() in IMAGE_EXTENSIONS
-                and file.is_file()
-            ):
-                found.append(file)
+            if name.startswith(".") or not file.is_file():
+                continue
+            (found if file.suffix.lower() in IMAGE_EXTENSIONS else skipped).append(file)
+    if ignored is not None:
+        ignored.extend(sorted(skipped, key=lambda file: file.relative_to(folder).parts))
     return sorted(found, key=lambda file: file.relative_to(folder).parts)
+
+
+def ignored_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Files inside the folders of ``paths`` that :func:`find_images` leaves out because their
+    suffix is not an image suffix (hidden files excluded), so a caller can name them."""
+    ignored: list[Path] = []
+    for raw in paths:
+        if Path(raw).is_dir():
+            _walk_folder(Path(raw), ignored)
+    return ignored
 
 
 def load_image(
