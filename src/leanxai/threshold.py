@@ -19,13 +19,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 import torch
 from torch import Tensor
 
+from leanxai.core import validate
 from leanxai.core.errors import InputError, InputTypeError
 
 __all__ = [
@@ -80,13 +80,7 @@ def _as_batch(heatmap: object, name: str = "heatmap") -> tuple[Tensor, bool]:
 
 
 def _real(value: object, name: str) -> float:
-    """Return ``value`` as a finite float, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise InputError(f"{name} must be finite, got {value!r}")
-    return result
+    return validate.finite_float(name, value)
 
 
 def _in_unit_interval(value: object, name: str, upper: float = 1.0) -> float:

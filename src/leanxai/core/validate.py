@@ -80,9 +80,9 @@ def non_negative_int(name: str, value: object) -> int:
 
 
 def finite_float(name: str, value: object) -> float:
-    """Any finite real number."""
+    """Any finite real number (a value of another type is an :class:`InputTypeError`)."""
     if not _is_real(value):
-        raise InputError(f"{name} must be a number, got {value!r}")
+        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     number = float(value)  # type: ignore[arg-type]
     if not math.isfinite(number):
         raise InputError(f"{name} must be finite, got {value!r}")

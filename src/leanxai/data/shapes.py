@@ -39,6 +39,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
+from leanxai.core import validate
 from leanxai.core.errors import InputError
 
 __all__ = ["CLASSES", "DIFFICULTY_PRESETS", "ShapesData", "make_shapes"]
@@ -233,11 +234,19 @@ def make_shapes(
         raise InputError(
             f"difficulty must be None or one of {sorted(DIFFICULTY_PRESETS)}, got {difficulty!r}"
         )
-    clutter = _real("clutter", preset["clutter"] if clutter is None else clutter)
-    noise = _real("noise", preset["noise"] if noise is None else noise)
-    texture = _real("texture", preset["texture"] if texture is None else texture)
-    contrast = _real("contrast", preset["contrast"] if contrast is None else contrast)
-    occlusion = _real("occlusion", preset["occlusion"] if occlusion is None else occlusion)
+    given = {
+        "clutter": clutter,
+        "noise": noise,
+        "texture": texture,
+        "contrast": contrast,
+        "occlusion": occlusion,
+    }
+    real = {
+        name: validate.finite_float(name, preset[name] if value is None else value)
+        for name, value in given.items()
+    }
+    clutter, noise, texture = real["clutter"], real["noise"], real["texture"]
+    contrast, occlusion = real["contrast"], real["occlusion"]
     count = preset["objects"] if objects is None else objects
     if not 0.0 <= clutter <= 1.0:
         raise InputError(f"clutter must be in [0, 1], got {clutter!r}")
@@ -309,12 +318,6 @@ def make_shapes(
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} must be a real number, got {value!r}")
-    return float(value)
 
 
 def _stream(seed: int, name: str) -> np.random.Generator:

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from leanxai.core import validate
 from leanxai.core.errors import InputError, InputTypeError
 from leanxai.core.hooks import eval_mode
 from leanxai.core.models import logits_of
@@ -67,49 +68,20 @@ Segments = Literal["slic", "grid"]
 # -- validation -----------------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _optional_positive_int(name: str, value: object) -> int | None:
-    return None if value is None else _positive_int(name, value)
-
-
-def _positive_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise InputError(f"{name} must be a positive number, got {value!r}")
-    if not math.isfinite(float(value)) or float(value) <= 0:
-        raise InputError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _finite_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise InputError(f"{name} must be finite, got {value!r}")
-    return float(value)
+_positive_int = validate.positive_int
+_optional_positive_int = validate.optional_positive_int
+_positive_float = validate.positive_float
+_finite_float = validate.finite_float
+_required_pair = validate.int_pair
 
 
 def _int_seed(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InputError(f"seed must be a non-negative int, got {value!r}")
-    return int(value)
+    return validate.non_negative_int("seed", value)
 
 
 def _pair(name: str, value: object) -> tuple[int, int] | None:
     """``None``, an int or a pair of positive ints."""
-    return None if value is None else _required_pair(name, value)
-
-
-def _required_pair(name: str, value: object) -> tuple[int, int]:
-    """An int or a pair of positive ints."""
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return (_positive_int(name, value[0]), _positive_int(name, value[1]))
-    side = _positive_int(name, value)
-    return (side, side)
+    return None if value is None else validate.int_pair(name, value)
 
 
 def _import_captum_attr() -> Any:
