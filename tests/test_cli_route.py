@@ -180,3 +180,10 @@ def test_router_cache_follows_the_tiers_versions(tmp_path, monkeypatch):
     monkeypatch.setattr(tiers_module, "tier_version", lambda dataset, tier: "v999")
     system.load_routing("shapes", tmp_path, progress=False)
     assert len(trained) == 2 and len(list(tmp_path.glob("router_shapes-*.safetensors"))) == 2
+
+
+def test_a_mistyped_subcommand_is_a_usage_error_not_a_missing_option():
+    result = CliRunner().invoke(main, ["route", "evl"])
+    assert result.exit_code == 2
+    assert "no such subcommand 'evl' (did you mean 'eval'?)" in result.output
+    assert "--out" not in result.output

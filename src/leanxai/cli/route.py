@@ -8,6 +8,7 @@ first argument is not a subcommand's name makes both spellings work.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import sys
@@ -33,6 +34,15 @@ class _DefaultGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            first = args[0]
+            visible = [name for name, c in self.commands.items() if not c.hidden]
+            close = difflib.get_close_matches(first, visible, n=1, cutoff=0.6)
+            if close and not Path(first).exists() and not Path(first).suffix:
+                raise click.UsageError(
+                    f"no such subcommand {first!r} (did you mean {close[0]!r}?); "
+                    "image files and folders to route must exist",
+                    ctx,
+                )
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
