@@ -9,16 +9,20 @@ out per input.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from leanxai.core.errors import InputError
+from leanxai.core import validate
+from leanxai.core.errors import InputError, InputTypeError, one_line
 from leanxai.core.hooks import eval_mode
 from leanxai.core.models import logits_of
 from leanxai.explainers.base import check_images
@@ -81,29 +85,89 @@ Escalation = float | Sequence[float]
 def _check_escalate(
     value: object, n_tiers: int, name: str = "escalate"
 ) -> tuple[float, ...] | None:
-    """``None``, or one threshold in ``[0, 1]`` per tier but the last."""
+    """``None``, or one threshold in ``[0, 1]`` per tier but the last (one number: the same for
+    every tier)."""
     if value is None:
         return None
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
 
-    def number(item: object) -> float:
-        if isinstance(item, bool) or not isinstance(item, (int, float, np.floating, np.integer)):
-            raise ValueError(
+    def number(label: str, item: object) -> float:
+        # Not a number at all is a value error here (as it always was): the argument takes
+        # several forms, and the message names them.
+        if isinstance(item, bool) or not isinstance(item, numbers.Real):
+            raise InputError(
                 f"{name} must be None, a number in [0, 1] or one per tier but the last, "
                 f"got {value!r}"
             )
-        if not 0.0 <= float(item) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        return float(item)
+        return validate.fraction(label, item)
 
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
-        return (number(value),) * (n_tiers - 1)
-    thresholds = tuple(number(item) for item in value)
+        return (number(name, value),) * (n_tiers - 1)
+    thresholds = tuple(number(f"{name}[{index}]", item) for index, item in enumerate(value))
     if len(thresholds) != n_tiers - 1:
-        raise ValueError(
+        raise InputError(
             f"{name} must hold one threshold per tier but the last ({n_tiers - 1}), got "
             f"{len(thresholds)}"
         )
     return thresholds
+
+
+def _check_tiers(name: str, value: object) -> list[nn.Module]:
+    """A non-empty sequence (or ``nn.ModuleList``) of modules, as a list."""
+    if not isinstance(value, nn.ModuleList) and (
+        isinstance(value, (nn.Module, str, bytes)) or not isinstance(value, Sequence)
+    ):
+        raise InputTypeError(
+            f"{name} must be a sequence of torch.nn.Modules, got {type(value).__name__}"
+        )
+    if len(value) == 0:
+        raise InputError(f"{name} must hold at least one model")
+    return [validate.instance(f"{name}[{index}]", m, nn.Module) for index, m in enumerate(value)]
+
+
+def _check_router(value: object, n_tiers: int) -> TierRouter:
+    """A fitted :class:`TierRouter` that knows ``n_tiers`` tiers."""
+    router: TierRouter = validate.instance("router", value, TierRouter)
+    try:
+        # scikit-learn's test: fitted attributes (``estimator_``), or __sklearn_is_fitted__.
+        check_is_fitted(router)
+    except NotFittedError as error:
+        raise InputError("router is not fitted; call router.fit(features, labels) first") from error
+    if router.n_tiers != n_tiers:
+        raise InputError(
+            f"the router knows {router.n_tiers} tiers but {n_tiers} were given "
+            "(the probe and the larger tiers)"
+        )
+    return router
+
+
+@dataclass(frozen=True)
+class _StageResult:
+    """What :meth:`_Stages.run` gives, per input.
+
+    Attributes
+    ----------
+    prediction
+        ``(B,)`` int64 class at the last tier run; -1 where that tier failed.
+    tier
+        ``(B,)`` int64 the last tier run; -1 where it failed.
+    top
+        ``(B,)`` float64 top softmax probability at the last tier that answered (0 if none did).
+    flops
+        ``(B,)`` int64 forward FLOPs of the tiers that ran on the input (known logits are free).
+    latency_s
+        ``(B,)`` seconds: each tier's wall time divided by the number of inputs it ran on.
+    errors
+        ``{index: message}`` for inputs whose tier failed.
+    """
+
+    prediction: np.ndarray
+    tier: np.ndarray
+    top: np.ndarray
+    flops: np.ndarray
+    latency_s: np.ndarray
+    errors: dict[int, str]
 
 
 class _Stages:
@@ -135,7 +199,7 @@ class _Stages:
                 with eval_mode(self.models[index]), torch.no_grad():
                     width = logits_of(self.models[index](sample)).shape[1]
             except Exception as error:
-                raise InputError(f"tier {name} cannot take the input: {error}") from error
+                raise InputError(f"tier {name} cannot take the input: {one_line(error)}") from error
             if width != classes:
                 raise InputError(f"tier {name} returns {width} classes, the probe {classes}")
         self._checked = True
@@ -146,23 +210,21 @@ class _Stages:
         start: np.ndarray,
         escalate: tuple[float, ...] | None,
         known: dict[int, torch.Tensor],
-        prediction: np.ndarray,
-        flops: np.ndarray,
-        latency: np.ndarray,
-        errors: dict[int, str],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Fill ``prediction``, ``flops``, ``latency`` and ``errors`` in place.
+    ) -> _StageResult:
+        """Run each input from its first tier ``start[i]`` upwards.
 
-        ``start[i]`` is input ``i``'s first tier; ``known[t]`` holds ``(B, K)`` logits of tier
-        ``t`` already computed for every input (the probe's), used without cost. With
-        ``escalate`` (one threshold per tier but the last), an input whose top softmax
-        probability at tier ``t`` is below ``escalate[t]`` moves on to the next tier, paying for
-        it, until one clears its threshold or the last tier has run.
-
-        Returns the final tier and its top probability per input.
+        ``known[t]`` holds ``(B, K)`` logits of tier ``t`` already computed for every input (the
+        probe's), used without cost. With ``escalate`` (one threshold per tier but the last), an
+        input whose top softmax probability at tier ``t`` is below ``escalate[t]`` moves on to
+        the next tier, paying for it, until one clears its threshold or the last tier has run.
         """
+        batch = len(start)
         stage = start.copy()
-        top = np.zeros(len(start))
+        prediction = np.full(batch, -1, dtype=np.int64)
+        top = np.zeros(batch)
+        flops = np.zeros(batch, dtype=np.int64)
+        latency = np.zeros(batch)
+        errors: dict[int, str] = {}
         last = len(self.models) - 1
         for index in range(len(self.models)):
             members = np.flatnonzero(stage == index)
@@ -178,8 +240,8 @@ class _Stages:
                     with eval_mode(model), torch.no_grad():
                         logits = logits_of(model(subset))
                 except Exception as error:  # reported per input, never silently replaced
-                    text = str(error).strip().splitlines()
-                    message = f"{type(error).__name__}: {text[0] if text else ''}"
+                    kind, line = type(error).__name__, one_line(error)
+                    message = kind if line == kind else f"{kind}: {line}"
                     for member in members:
                         errors[int(member)] = message
                         prediction[member] = -1
@@ -194,7 +256,14 @@ class _Stages:
             if escalate is not None and index < last:
                 unsure = members[top[members] < escalate[index]]
                 stage[unsure] = index + 1
-        return stage, top
+        return _StageResult(
+            prediction=prediction,
+            tier=stage,
+            top=top,
+            flops=flops,
+            latency_s=latency,
+            errors=errors,
+        )
 
 
 class RoutedClassifier:
@@ -220,6 +289,17 @@ class RoutedClassifier:
         ``escalate``, the next larger tier runs too (and is paid for), and so on until one clears
         it or the largest has run; the last tier run gives the prediction. A sequence gives one
         threshold per tier but the last (TINY's, LIGHT's, MEDIUM's).
+
+    Raises
+    ------
+    InputTypeError
+        (a ``TypeError``) ``probe`` or a tier that is not an ``nn.Module``, ``tiers`` that is
+        not a sequence, ``router`` that is not a :class:`TierRouter`.
+    InputError
+        (a ``ValueError``) No larger tier, a router that is not fitted or knows another number
+        of tiers, ``tau`` or a threshold outside ``[0, 1]``, or the wrong number of thresholds.
+        Checked here, when the classifier is built; whether every tier takes the inputs and
+        returns the probe's number of classes is checked on the first :meth:`predict`.
     """
 
     def __init__(
@@ -231,9 +311,13 @@ class RoutedClassifier:
         tau: float | None = None,
         escalate: Escalation | None = None,
     ) -> None:
+        validate.instance("probe", probe, nn.Module)
+        self.tiers = _check_tiers("tiers", tiers)
+        n_tiers = 1 + len(self.tiers)
+        self.router = _check_router(router, n_tiers)
+        self._tau = None if tau is None else validate.fraction("tau", tau)
+        self._escalate = _check_escalate(escalate, n_tiers)
         self.probe = probe
-        self.tiers = list(tiers)
-        self.router = router
         self.tau = tau
         self.escalate = escalate
         self.extractor = FeatureExtractor(probe, layer=layer)
@@ -252,43 +336,23 @@ class RoutedClassifier:
     def predict(self, inputs: torch.Tensor) -> RoutedResult:
         """Route and classify ``inputs`` ``(B, C, H, W)``."""
         inputs = check_images(inputs)
-        n_tiers = 1 + len(self.tiers)
-        escalate = _check_escalate(self.escalate, n_tiers)
-        if getattr(self.router, "n_tiers", n_tiers) != n_tiers:
-            raise InputError(
-                f"the router knows {self.router.n_tiers} tiers but {n_tiers} were given "
-                "(the probe and the larger tiers)"
-            )
         batch = len(inputs)
         start = time.perf_counter()
         features, explanation = self.extractor.extract(inputs)
         decided = features.detach().cpu().double().numpy()
-        tier = self.router.route(decided, tau=self.tau)
+        tier = self.router.route(decided, tau=self._tau)
         confidence = self.router.sufficiency(decided)[np.arange(batch), tier]
         probe_seconds = time.perf_counter() - start
         self._stages.check(inputs[:1], explanation.logits.shape[1], first=1)
-        prediction = np.full(batch, -1, dtype=np.int64)
-        latency = np.full(batch, probe_seconds / batch)
-        flops = np.full(batch, self._explanation_flops(inputs[:1]), dtype=np.int64)
-        errors: dict[int, str] = {}
-        final, _ = self._stages.run(
-            inputs,
-            tier,
-            escalate,
-            {0: explanation.logits},
-            prediction,
-            flops,
-            latency,
-            errors,
-        )
+        stages = self._stages.run(inputs, tier, self._escalate, {0: explanation.logits})
         return RoutedResult(
-            prediction=prediction,
-            tier=np.where(final >= 0, final, tier).astype(np.int64),
+            prediction=stages.prediction,
+            tier=np.where(stages.tier >= 0, stages.tier, tier).astype(np.int64),
             confidence=confidence,
-            flops=flops,
-            latency_s=latency,
+            flops=self._explanation_flops(inputs[:1]) + stages.flops,
+            latency_s=probe_seconds / batch + stages.latency_s,
             features=decided,
-            errors=errors,
+            errors=stages.errors,
             routed=tier,
         )
 
@@ -307,10 +371,20 @@ class ConfidenceCascade:
     threshold
         Top-probability threshold in ``[0, 1]``: 0 stops at TINY always, 1 runs every tier. A
         sequence gives one threshold per tier but the last.
+
+    Raises
+    ------
+    InputTypeError
+        (a ``TypeError``) ``tiers`` that is not a sequence of ``nn.Module``.
+    InputError
+        (a ``ValueError``) No tier, or a threshold that is not one of the forms above.
     """
 
     def __init__(self, tiers: Sequence[nn.Module], threshold: Escalation) -> None:
-        self.tiers = list(tiers)
+        self.tiers = _check_tiers("tiers", tiers)
+        if threshold is None:
+            raise InputError("threshold must be a number in [0, 1], got None")
+        self._threshold = _check_escalate(threshold, len(self.tiers), name="threshold")
         self.threshold = threshold
         self._stages = _Stages(self.tiers)
 
@@ -318,27 +392,16 @@ class ConfidenceCascade:
         """Classify ``inputs`` ``(B, C, H, W)``; ``confidence`` is the last tier's top
         probability, ``features`` is empty."""
         inputs = check_images(inputs)
-        if len(self.tiers) < 1:
-            raise ValueError("tiers must hold at least one model")
-        if self.threshold is None:
-            raise ValueError("threshold must be a number in [0, 1], got None")
-        threshold = _check_escalate(self.threshold, len(self.tiers), name="threshold")
         batch = len(inputs)
-        prediction = np.full(batch, -1, dtype=np.int64)
-        latency = np.zeros(batch)
-        flops = np.zeros(batch, dtype=np.int64)
-        errors: dict[int, str] = {}
         start = np.zeros(batch, dtype=np.int64)
-        final, top = self._stages.run(
-            inputs, start, threshold, {}, prediction, flops, latency, errors
-        )
+        stages = self._stages.run(inputs, start, self._threshold, {})
         return RoutedResult(
-            prediction=prediction,
-            tier=np.where(final >= 0, final, 0).astype(np.int64),
-            confidence=top,
-            flops=flops,
-            latency_s=latency,
+            prediction=stages.prediction,
+            tier=np.where(stages.tier >= 0, stages.tier, 0).astype(np.int64),
+            confidence=stages.top,
+            flops=stages.flops,
+            latency_s=stages.latency_s,
             features=np.zeros((batch, 0)),
-            errors=errors,
+            errors=stages.errors,
             routed=start,
         )
