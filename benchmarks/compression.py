@@ -57,6 +57,7 @@ from leanxai.compress import (
     apply_pruning,
     compress,
     finetune,
+    float32_size,
     load_compressed,
     plan_pruning,
     quantize_model,
@@ -64,8 +65,8 @@ from leanxai.compress import (
     weight_relevance,
     weight_scores,
 )
-from leanxai.compress.bench import accuracy, float32_size, load_setting
 from leanxai.evaluate.stats import paired_test
+from leanxai.experiments.compression import accuracy, load_setting
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "compression"

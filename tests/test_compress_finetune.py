@@ -14,12 +14,13 @@ from leanxai.compress import (
     apply_pruning,
     compress,
     finetune,
+    float32_size,
     plan_pruning,
     weight_relevance,
     weight_scores,
 )
-from leanxai.compress.bench import accuracy, dense_net, float32_size
 from leanxai.compress.finetune import recalibrate_batchnorm
+from leanxai.experiments.compression import accuracy, dense_net
 
 
 def _mlp() -> nn.Sequential:

@@ -1,10 +1,13 @@
 """Safe output files: refuse to overwrite unless asked, and never leave a half-written file.
 
-Every writer here writes to a temporary file in the destination folder and then moves it into place
-with :func:`os.replace` (or :func:`os.link` when overwriting is not allowed, so a file that
-appears meanwhile is not clobbered). A reader therefore sees either the old file or the complete
-new one, and a crash leaves at most a hidden ``.<name>.<random>.tmp`` file, never a truncated
-output.
+:func:`atomic_write` is the one writer: every output file of leanxai (reports, heatmaps,
+compressed models, model caches, router files) goes through it or its wrappers here. It writes to
+a hidden temporary file in the destination folder, created with the permissions the umask gives
+(as :func:`open` would), and then moves it into place with :func:`os.replace` (or
+:func:`os.link` when overwriting is not allowed, so a file that appears meanwhile is not
+clobbered). A reader therefore sees either the old file or the complete new one; an exception
+while writing (also :class:`KeyboardInterrupt`) removes the temporary file, and only a hard crash
+can leave a hidden ``.<name>.<random>.tmp`` file, never a truncated output.
 """
 
 from __future__ import annotations
@@ -20,19 +23,25 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from leanxai.core.errors import OutputExistsError
+from leanxai.core.errors import InputTypeError, OutputExistsError
 
-__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "check_writable"]
+__all__ = [
+    "atomic_save_npy",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable",
+]
 
 _SHOWN = 5  # existing files named in an OutputExistsError before "and N more"
 
 
-def check_writable(paths: Iterable[str | Path], overwrite: bool) -> None:
+def check_writable(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> None:
     """Check that output files may be written, before any work is done.
 
     Parameters
     ----------
-    paths : iterable of str or Path
+    paths : iterable of str or path-like
         Output files about to be written.
     overwrite : bool
         Whether existing files may be replaced.
@@ -41,8 +50,8 @@ def check_writable(paths: Iterable[str | Path], overwrite: bool) -> None:
     ------
     OutputExistsError
         ``overwrite`` is False and some of ``paths`` exist (the first few are named, with the
-        count of the rest), or a path is an existing folder (never replaced, even with
-        ``overwrite``).
+        count of the rest; all of them are in its ``paths``), or a path is an existing folder
+        (never replaced, even with ``overwrite``; ``paths`` is then empty).
     """
     existing: list[Path] = []
     for raw in paths:
@@ -52,13 +61,16 @@ def check_writable(paths: Iterable[str | Path], overwrite: bool) -> None:
         if path.exists() or path.is_symlink():
             existing.append(path)
     if existing and not overwrite:
-        shown = ", ".join(str(path) for path in existing[:_SHOWN])
-        more = f" and {len(existing) - _SHOWN} more" if len(existing) > _SHOWN else ""
-        noun = "file already exists" if len(existing) == 1 else "files already exist"
-        raise OutputExistsError(
-            f"{len(existing)} output {noun}: {shown}{more}; "
-            "pass overwrite=True (--overwrite) to replace"
-        )
+        raise _exists(existing)
+
+
+def _exists(existing: list[Path]) -> OutputExistsError:
+    shown = ", ".join(str(path) for path in existing[:_SHOWN])
+    more = f" and {len(existing) - _SHOWN} more" if len(existing) > _SHOWN else ""
+    noun = "file already exists" if len(existing) == 1 else "files already exist"
+    return OutputExistsError(
+        f"{len(existing)} output {noun}; not replaced: {shown}{more}", paths=existing
+    )
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
@@ -84,8 +96,8 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, overwrite: bool = False
         ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    return _atomic_write(path, lambda handle: handle.write(data), overwrite)
+        raise InputTypeError(f"data must be bytes, got {type(data).__name__}")
+    return atomic_write(path, lambda handle: handle.write(data), overwrite=overwrite)
 
 
 def atomic_write_text(
@@ -115,7 +127,7 @@ def atomic_write_text(
         ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
     """
     if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
+        raise InputTypeError(f"text must be a str, got {type(text).__name__}")
     return atomic_write_bytes(path, text.encode(encoding), overwrite=overwrite)
 
 
@@ -148,25 +160,63 @@ def atomic_save_npy(
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     if not isinstance(array, np.ndarray):
-        raise TypeError(
+        raise InputTypeError(
             f"array must be a numpy.ndarray or torch.Tensor, got {type(array).__name__}"
         )
     if array.dtype.hasobject:
-        raise TypeError("array must not have dtype object; it could only be saved with pickle")
+        raise InputTypeError("array must not have dtype object; it could only be saved with pickle")
     values = array
 
     def write(handle: BinaryIO) -> None:
         np.save(handle, values, allow_pickle=False)
 
-    return _atomic_write(path, write, overwrite)
+    return atomic_write(path, write, overwrite=overwrite)
 
 
-def _atomic_write(path: str | Path, write: Callable[[BinaryIO], object], overwrite: bool) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[BinaryIO], object],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a file atomically through a callback: the one writer every output goes through.
+
+    ``write`` receives a binary file open on a new hidden temporary file beside ``path``
+    (``.<name>.<random>.tmp``, created with mode ``0o666`` less the umask, as :func:`open`
+    would); once it returns, the data are flushed to disk and the temporary file is moved to
+    ``path``. If ``write`` raises anything (also :class:`KeyboardInterrupt`), the temporary file is
+    removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file. Missing parent folders are created.
+    write : callable
+        Called once with the open binary file; its return value is ignored.
+    overwrite : bool, default False
+        Whether an existing file may be replaced. Without it, a file that appears at ``path``
+        while ``write`` runs is not clobbered either.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
+    InputTypeError
+        ``write`` is not callable.
+    """
+    if not callable(write):
+        raise InputTypeError(f"write must be callable, got {type(write).__name__}")
     path = Path(path)
     check_writable([path], overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _create_temp(path)
+    temp: Path | None = None
     try:
+        temp = _create_temp(path)
         with open(temp, "wb") as handle:
             write(handle)
             handle.flush()
@@ -176,8 +226,9 @@ def _atomic_write(path: str | Path, write: Callable[[BinaryIO], object], overwri
         else:
             _link_no_clobber(temp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        if temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
     return path
 
 
@@ -199,9 +250,7 @@ def _link_no_clobber(temp: Path, path: Path) -> None:
     try:
         os.link(temp, path)
     except FileExistsError as error:
-        raise OutputExistsError(
-            f"1 output file already exists: {path}; pass overwrite=True (--overwrite) to replace"
-        ) from error
+        raise _exists([path]) from error
     except OSError:
         # Hard links unsupported on this file system: fall back to check-then-replace.
         check_writable([path], overwrite=False)

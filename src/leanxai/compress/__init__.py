@@ -8,8 +8,10 @@ The pipeline of the paper this project reproduces (issue 5), each step a functio
    the paper's rule) or a share of the lowest-scored ones; :func:`apply_pruning` applies it;
 3. :func:`mixed_precision_plan` gives kept weights above the layer's median relevance more bits
    than those below, and :func:`quantize_model` quantises accordingly;
-4. :func:`save_compressed` writes a compact safetensors file whose size is the size reported, and
-   :func:`load_compressed` loads it back, never executing code from it.
+4. :func:`save_compressed` writes a compact safetensors file whose size is the size reported
+   (:func:`float32_size` is the float32 reference), and :func:`load_compressed` loads it back,
+   never executing code from it; architectures a file can rebuild by name are registered in
+   :mod:`leanxai.compress.architectures`.
 
 :func:`compress` runs steps 1 to 3 in one call.
 """
@@ -46,6 +48,7 @@ from leanxai.compress.quantize import (
 from leanxai.compress.relevance import LRPTarget, Rule, conservation, weight_relevance
 from leanxai.compress.storage import (
     CompressedFileError,
+    float32_size,
     load_compressed,
     read_compressed,
     save_compressed,
@@ -67,6 +70,7 @@ __all__ = [
     "conservation",
     "dequantize",
     "finetune",
+    "float32_size",
     "load_compressed",
     "mixed_precision_plan",
     "plan_pruning",

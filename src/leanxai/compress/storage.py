@@ -8,9 +8,12 @@ Layout of a file (a safetensors file, so its header is JSON and its tensors raw 
   file of a newer version is refused with a clear error.
 - ``architecture``: JSON, a safe description of the module to rebuild, or ``null``. For an
   ``nn.Sequential`` of standard layers, a list of ``{"type": "Linear", "args": {...}}`` (nested
-  Sequentials allowed); for :class:`~leanxai.zoo.SmallCNN` and :class:`~leanxai.zoo.VGGStyle`
-  their constructor arguments. Only types from a fixed allow-list are ever built. Anything else
-  is ``null`` and loading needs a ``model`` skeleton.
+  Sequentials allowed); for a model of a registered architecture (:mod:`.architectures`: the
+  zoo's models), ``{"type": <registered name>, "args": <its describe()>, "module": <the module
+  that registers it>}``. Only allow-listed ``torch.nn`` layers and registered architectures are
+  ever built, and only a module of leanxai is ever imported to register one. Anything else is
+  ``null`` and loading needs a ``model`` skeleton. Files written before the registry name the
+  zoo's ``SmallCNN`` and ``VGGStyle`` without ``module``; they still load.
 - ``encodings``: JSON, state-dict key -> how it is stored (below); ``dtype``: the model's float
   dtype; ``sha256``: hash of every tensor's name and bytes and (from format version 2) of the
   other metadata entries, so flipped bytes are caught in the header as well as in the data.
@@ -34,7 +37,6 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,18 +45,20 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from leanxai.compress.architectures import architecture_of, build_architecture
 from leanxai.compress.quantize import CompressedModel, QuantGroup, QuantizedTensor, dequantize
-from leanxai.core.errors import ModelLoadError, OutputExistsError
-from leanxai.zoo.cnn import SmallCNN, VGGStyle
+from leanxai.core.errors import InputError, InputTypeError, ModelLoadError
+from leanxai.io import atomic_write_bytes, check_writable
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "CompressedFileError",
     "describe_architecture",
+    "float32_size",
     "load_compressed",
     "read_compressed",
     "save_compressed",
@@ -163,37 +167,15 @@ _LAYERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]]]] = {
 }
 
 
-def _zoo_args(model: nn.Module) -> dict[str, Any] | None:
-    if type(model) is SmallCNN:
-        first = model.features[0]
-        return {
-            "type": "SmallCNN",
-            "args": {
-                "num_classes": model.classifier.out_features,
-                "in_channels": first.in_channels,
-                "width": first.out_channels,
-            },
-        }
-    if type(model) is VGGStyle:
-        first, classifier = model.features[0], model.classifier
-        return {
-            "type": "VGGStyle",
-            "args": {
-                "num_classes": classifier[-1].out_features,
-                "in_channels": first.in_channels,
-                "width": first.out_channels,
-                "image_size": model.image_size,
-                "hidden": classifier[1].out_features,
-                "dropout": classifier[3].p,
-            },
-        }
-    return None
+# Architectures of files written before the registry, which did not record a module.
+_LEGACY_MODULES = {"SmallCNN": "leanxai.zoo.cnn", "VGGStyle": "leanxai.zoo.cnn"}
 
 
 def _describe(model: nn.Module) -> dict[str, Any] | None:
-    zoo = _zoo_args(model)
-    if zoo is not None:
-        return zoo
+    registered = architecture_of(model)
+    if registered is not None:
+        entry, arguments = registered
+        return {"type": entry.name, "args": _jsonable(arguments), "module": entry.module}
     if type(model) is nn.Sequential:
         layers = [_describe(child) for child in model]
         if any(layer is None for layer in layers):
@@ -218,7 +200,11 @@ def _untuple(value: Any) -> Any:
 
 
 def _build(description: Any) -> nn.Module:
-    """A module from a description; only allow-listed types, never an import or eval."""
+    """A module from a description: allow-listed layers and registered architectures only.
+
+    Raises ValueError (a ``ModelLoadError`` for architectures) for anything else; nothing is
+    evaluated, and only a module of leanxai is ever imported (see :mod:`.architectures`).
+    """
     if not isinstance(description, dict) or not isinstance(description.get("type"), str):
         raise ValueError(f"not a layer description: {description!r:.80}")
     kind = description["type"]
@@ -231,13 +217,10 @@ def _build(description: Any) -> nn.Module:
     if not isinstance(args, dict):
         raise ValueError(f"arguments of {kind} must be a mapping")
     args = {str(k): _untuple(v) for k, v in args.items()}
-    if kind == "SmallCNN":
-        return SmallCNN(**args)
-    if kind == "VGGStyle":
-        return VGGStyle(**args)
-    if kind not in _LAYERS:
-        raise ValueError(f"layer type {kind!r} is not one this format rebuilds")
-    return _LAYERS[kind][0](**args)
+    if kind in _LAYERS:
+        return _LAYERS[kind][0](**args)
+    module = description.get("module", _LEGACY_MODULES.get(kind))
+    return build_architecture(kind, args, module)
 
 
 def describe_architecture(model: nn.Module) -> dict[str, Any] | None:
@@ -245,31 +228,70 @@ def describe_architecture(model: nn.Module) -> dict[str, Any] | None:
 
     Covers ``nn.Sequential`` of standard layers (Linear, Conv1d/2d, BatchNorm1d/2d, ReLU,
     LeakyReLU, Tanh, Sigmoid, GELU, Identity, Dropout, Flatten, max/average/adaptive-average
-    pooling; nested Sequentials), a single such layer, and the zoo's ``SmallCNN`` and
-    ``VGGStyle``. The description is checked by rebuilding it and comparing state-dict keys and
-    shapes; None when it does not match or the model is anything else.
+    pooling; nested Sequentials, which may hold registered architectures), a single such layer,
+    and models of a registered architecture (see :mod:`leanxai.compress.architectures`; the
+    zoo's ``SmallCNN``, ``VGGStyle`` and ``RecurrentClassifier``). The description is checked
+    by rebuilding it from its JSON form and comparing the module tree (names and types) and the
+    state-dict keys and shapes; None when it does not match (a zoo model whose layers were
+    changed after construction) or the model is anything else.
     """
-    description = _describe(model)
-    if description is None:
+    try:
+        description = _describe(model)
+        if description is None:
+            return None
+        description = json.loads(json.dumps(description))
+    except (TypeError, ValueError) as error:  # describe() gave something that is not JSON
+        logger.warning("%s cannot be described: %s", type(model).__name__, error)
         return None
     try:
         rebuilt = _build(description)
     except (TypeError, ValueError) as error:
         logger.debug("architecture description does not rebuild: %s", error)
         return None
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
-    return description if ours == theirs else None
+    return description if _same_structure(model, rebuilt) else None
+
+
+def _same_structure(model: nn.Module, rebuilt: nn.Module) -> bool:
+    ours = [(name, type(module)) for name, module in model.named_modules()]
+    theirs = [(name, type(module)) for name, module in rebuilt.named_modules()]
+    if ours != theirs:
+        return False
+    ours_state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs_state = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    return ours_state == theirs_state
+
+
+def float32_size(model: nn.Module) -> int:
+    """Bytes of the model's state dict as a float32 safetensors file: the reference size.
+
+    Floating-point tensors are cast to float32, other tensors kept; the size is that of the file
+    :func:`safetensors.torch.save_file` would write, computed without writing one.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    state = {
+        key: (value.float() if value.dtype.is_floating_point else value).detach().cpu().contiguous()
+        for key, value in model.state_dict().items()
+    }
+    return len(save_safetensors(state))
 
 
 # Bit packing ------------------------------------------------------------------------------------
 
 
 def _pack_bits(values: np.ndarray, width: int) -> np.ndarray:
-    """Non-negative ints below ``2**width`` as a little-endian bit stream in uint8."""
-    values = values.astype(np.uint32).reshape(-1)
-    bits = (values[:, None] >> np.arange(width, dtype=np.uint32)) & 1  # (n, width)
-    return np.packbits(bits.astype(np.uint8).reshape(-1), bitorder="little")
+    """Non-negative ints below ``2**width`` as a little-endian bit stream in uint8.
+
+    Values outside ``[0, 2**width)`` are refused, never wrapped into the range.
+    """
+    values = np.asarray(values).reshape(-1)
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= 2**width):
+        raise InputError(
+            f"values from {int(values.min())} to {int(values.max())} do not fit in {width} bits "
+            f"(0 to {2**width - 1})"
+        )
+    bits = (values.astype(np.uint32)[:, None] >> np.arange(width, dtype=np.uint32)) & 1
+    return np.packbits(bits.astype(np.uint8).reshape(-1), bitorder="little")  # (n * width / 8,)
 
 
 def _unpack_bits(packed: np.ndarray, width: int, count: int) -> np.ndarray:
@@ -313,6 +335,7 @@ def _encode_quantized(key: str, q: QuantizedTensor) -> tuple[dict[str, Any], dic
         )
     group_info = []
     for i, g in enumerate(groups):
+        _check_codes(key, i, g)
         if g.bits == 8:
             codes = g.codes.to(torch.int8)
         elif g.bits == 16:
@@ -333,6 +356,19 @@ def _encode_quantized(key: str, q: QuantizedTensor) -> tuple[dict[str, Any], dic
         "groups": group_info,
     }
     return encoding, tensors
+
+
+def _check_codes(key: str, index: int, group: QuantGroup) -> None:
+    """Refuse codes outside a group's symmetric range rather than store them wrapped."""
+    if not isinstance(group.bits, int) or not 2 <= group.bits <= 16:
+        raise InputError(f"group {index} of {key!r} has {group.bits!r} bits; 2 to 16 are stored")
+    limit = 2 ** (group.bits - 1) - 1
+    codes = group.codes
+    if codes.numel() and (int(codes.min()) < -limit or int(codes.max()) > limit):
+        raise InputError(
+            f"group {index} of {key!r}: {group.bits}-bit codes must lie in [{-limit}, {limit}], "
+            f"got {int(codes.min())} to {int(codes.max())}"
+        )
 
 
 def _decode_quantized(key: str, encoding: Mapping[str, Any], tensors: Mapping[str, Any]) -> Any:
@@ -424,8 +460,10 @@ def save_compressed(
         quantised weights are stored as packed integer codes, pruned entries as a mask. A plain
         module is stored with every tensor in ``float_dtype``.
     path : str or path-like
-        The file to write (conventionally ``.safetensors``). Written to a temporary file and
-        moved into place, so a failed write never leaves a partial file under ``path``.
+        The file to write (conventionally ``.lxc.safetensors``), with the permissions the umask
+        gives. Written through :func:`leanxai.io.atomic_write`, so a failed or interrupted write
+        leaves neither a partial file under ``path`` nor a temporary file, and an existing file
+        as it was.
     overwrite : bool, default False
         Replace an existing file.
     float_dtype : torch.float16 or torch.float32, default torch.float32
@@ -439,23 +477,29 @@ def save_compressed(
     Raises
     ------
     OutputExistsError
-        If ``path`` exists and ``overwrite`` is False.
+        If ``path`` exists and ``overwrite`` is False (before any work), or is a folder.
+    InputError
+        For quantised weights that are not in the model or whose codes lie outside their bit
+        range, or a ``float_dtype`` other than float16 and float32.
+    InputTypeError
+        For a ``model`` that is neither a CompressedModel nor an nn.Module.
     """
     if isinstance(model, CompressedModel):
         module, quantized = model.model, dict(model.weights)
     elif isinstance(model, nn.Module):
         module, quantized = model, {}
     else:
-        raise TypeError(f"model must be a CompressedModel or nn.Module, got {type(model).__name__}")
+        raise InputTypeError(
+            f"model must be a CompressedModel or nn.Module, got {type(model).__name__}"
+        )
     if float_dtype not in (torch.float16, torch.float32):
-        raise ValueError(f"float_dtype must be torch.float16 or torch.float32, got {float_dtype}")
+        raise InputError(f"float_dtype must be torch.float16 or torch.float32, got {float_dtype}")
     target = Path(path)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"{str(target)!r} exists; pass overwrite=True to replace it")
+    check_writable([target], overwrite)
     state = module.state_dict()
     unknown = sorted(set(quantized) - set(state))
     if unknown:
-        raise ValueError(f"quantised weights {unknown} are not in the model's state dict")
+        raise InputError(f"quantised weights {unknown} are not in the model's state dict")
     tensors: dict[str, torch.Tensor] = {}
     encodings: dict[str, Any] = {}
     model_dtype = "float32"
@@ -480,15 +524,7 @@ def save_compressed(
         "dtype": model_dtype,
     }
     metadata["sha256"] = _checksum(tensors, metadata)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata), overwrite=overwrite)
     size = os.path.getsize(target)
     logger.info("wrote %s (%d bytes, %d quantised weights)", target, size, len(quantized))
     return size
@@ -596,8 +632,9 @@ def load_compressed(
     """Load a file written by :func:`save_compressed` into a working module.
 
     Nothing in the file is executed: tensors come from safetensors, and the module is either
-    rebuilt from the file's architecture description (allow-listed layer types and the zoo's
-    models only) or is the ``model`` given.
+    rebuilt from the file's architecture description (allow-listed ``torch.nn`` layers and
+    registered architectures only, see :mod:`leanxai.compress.architectures`; the module that
+    registers one is imported only if it is part of leanxai) or is the ``model`` given.
 
     Parameters
     ----------
@@ -606,7 +643,8 @@ def load_compressed(
     model : nn.Module, callable returning one, or None
         A skeleton of the architecture: a module (a deep copy is loaded; the module itself is
         not changed) or a factory. Required when the file holds no architecture description
-        (any model other than a Sequential of standard layers or a zoo model).
+        (any model other than a Sequential of standard layers or a registered architecture),
+        and used instead of the description when given.
 
     Returns
     -------
@@ -622,6 +660,8 @@ def load_compressed(
     ModelLoadError
         When no skeleton is given and the file does not describe its architecture, or the
         skeleton does not fit the file.
+    InputTypeError
+        For a ``model`` that is not a module, a factory of one or None.
     """
     header, state = read_compressed(path)
     if model is None:
@@ -634,7 +674,7 @@ def load_compressed(
             module = _build(header["architecture"])
         except (TypeError, ValueError) as error:
             raise CompressedFileError(
-                f"{str(path)!r} has an invalid architecture description: {error}"
+                f"cannot rebuild the architecture {str(path)!r} describes: {error}"
             ) from error
         module = module.to(_FLOAT_DTYPES.get(header["dtype"], torch.float32))
     elif isinstance(model, nn.Module):
@@ -642,9 +682,9 @@ def load_compressed(
     elif callable(model):
         module = model()
         if not isinstance(module, nn.Module):
-            raise TypeError(f"model() must return an nn.Module, got {type(module).__name__}")
+            raise InputTypeError(f"model() must return an nn.Module, got {type(module).__name__}")
     else:
-        raise TypeError(f"model must be an nn.Module, a factory or None, got {model!r:.60}")
+        raise InputTypeError(f"model must be an nn.Module, a factory or None, got {model!r:.60}")
     tensors = {
         key: dequantize(value) if isinstance(value, QuantizedTensor) else value
         for key, value in state.items()

@@ -7,6 +7,9 @@ prints ``str(error)`` as one line and exits non-zero.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 
 class LeanXAIError(Exception):
     """Base class of every error leanxai raises on purpose."""
@@ -33,7 +36,17 @@ class ModelLoadError(LeanXAIError, ValueError):
 
 
 class OutputExistsError(LeanXAIError, FileExistsError):
-    """An output file exists and overwriting was not asked for."""
+    """An output file exists and overwriting was not asked for.
+
+    The message says what exists and that it was not replaced, without saying how to allow it
+    (a Python caller passes ``overwrite=True``, the CLI ``--overwrite``). ``paths`` holds the
+    existing files that allowing it would replace; it is empty when that would not help (the
+    output path is an existing folder).
+    """
+
+    def __init__(self, message: str, *, paths: Iterable[str | os.PathLike[str]] = ()) -> None:
+        super().__init__(message)
+        self.paths: tuple[str, ...] = tuple(str(path) for path in paths)
 
 
 class UnsupportedLayerError(LeanXAIError, ValueError):

@@ -218,7 +218,9 @@ def save_router(
     pathlib.Path
         The file written.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as save_safetensors
+
+    from leanxai.io import atomic_write_bytes, check_writable
 
     if router.estimator is not None:
         raise ValueError(
@@ -226,8 +228,7 @@ def save_router(
             f"got estimator={router.estimator!r}"
         )
     target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    check_writable([target], overwrite)
     features = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
     labels = np.ascontiguousarray(np.asarray(y, dtype=np.int64))
     if features.ndim != 2 or labels.shape != (len(features),):
@@ -240,11 +241,8 @@ def save_router(
         ),
         "metadata": json.dumps(metadata or {}),
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    save_file({"features": features, "labels": labels}, str(temporary), metadata=header)
-    os.replace(temporary, target)
-    return target
+    data = save_safetensors({"features": features, "labels": labels}, metadata=header)
+    return atomic_write_bytes(target, data, overwrite=overwrite)
 
 
 def read_router_file(

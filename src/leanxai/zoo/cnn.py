@@ -6,21 +6,29 @@ Selvaraju et al., 2017, "Grad-CAM"). :class:`VGGStyle` has a VGG head (Simonyan 
 2015) of two linear layers over a flattened 7x7 map, where it does not, so explainers must take
 their autograd path. Both use ``ReLU(inplace=True)`` right after convolutions, as torchvision's
 models do, which explainers must cope with.
+
+Both describe themselves (``describe()``: their constructor's arguments) and are registered with
+:func:`leanxai.compress.architectures.register_architecture`, so a compressed file of either
+loads without a skeleton.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
+
+from leanxai.compress.architectures import register_architecture
+from leanxai.core import validate
+from leanxai.core.errors import InputError
 
 __all__ = ["SmallCNN", "VGGStyle"]
 
 
 def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    validate.positive_int(name, value)
 
 
 def _conv_block(in_channels: int, out_channels: int, *, batch_norm: bool) -> list[nn.Module]:
@@ -64,6 +72,7 @@ class SmallCNN(nn.Module):
         _check_positive("num_classes", num_classes)
         _check_positive("in_channels", in_channels)
         _check_positive("width", width)
+        self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
         widths = (width, 2 * width, 4 * width, 4 * width)
         layers: list[nn.Module] = []
         channels = in_channels
@@ -80,6 +89,14 @@ class SmallCNN(nn.Module):
         x = self.features(x)  # (B, C, H/8, W/8)
         x = self.pool(x).flatten(1)  # (B, C)
         return self.classifier(x)  # (B, K)
+
+    def describe(self) -> dict[str, Any]:
+        """The constructor's arguments, as JSON values (the ``Describable`` protocol)."""
+        return {
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "width": self.width,
+        }
 
 
 # Convolutions per stage and their width as a multiple of ``width`` (VGG-11, configuration "A").
@@ -132,10 +149,11 @@ class VGGStyle(nn.Module):
         _check_positive("in_channels", in_channels)
         _check_positive("width", width)
         _check_positive("hidden", hidden)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if validate.positive_int("image_size", image_size) < 8:
+            raise InputError(f"image_size must be an int >= 8, got {image_size!r}")
+        dropout = validate.fraction("dropout", dropout, high_open=True)
+        self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
+        self.hidden, self.dropout = hidden, dropout
         self.image_size = image_size
         self.n_pools = min(len(_VGG_STAGES), max(1, round(math.log2(image_size / 7))))
         layers: list[nn.Module] = []
@@ -160,3 +178,18 @@ class VGGStyle(nn.Module):
         x = self.features(x)  # (B, 8*width, H/2**n_pools, W/2**n_pools)
         x = self.avgpool(x)  # (B, 8*width, 7, 7)
         return self.classifier(x)  # (B, K)
+
+    def describe(self) -> dict[str, Any]:
+        """The constructor's arguments, as JSON values (the ``Describable`` protocol)."""
+        return {
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "width": self.width,
+            "image_size": self.image_size,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+        }
+
+
+register_architecture("SmallCNN", SmallCNN)
+register_architecture("VGGStyle", VGGStyle)

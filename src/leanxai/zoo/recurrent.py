@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from leanxai.compress.architectures import register_architecture
 from leanxai.zoo.train import load_cached
 
 __all__ = [
@@ -106,6 +107,8 @@ class RecurrentClassifier(nn.Module):
         self.kind = kind
         self.readout = readout
         self.batch_first = batch_first
+        self.n_features, self.n_classes, self.hidden = n_features, n_classes, hidden
+        self.num_layers = num_layers
         self.rnn = cell(
             n_features,
             hidden,
@@ -154,6 +157,21 @@ class RecurrentClassifier(nn.Module):
                 weights = mask.to(out.dtype)[:, :, None]
                 summary = (out * weights).sum(dim=1) / weights.sum(dim=1)
         return self.head(summary)
+
+    def describe(self) -> dict[str, Any]:
+        """The constructor's arguments, as JSON values (the ``Describable`` protocol)."""
+        return {
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "hidden": self.hidden,
+            "kind": self.kind,
+            "num_layers": self.num_layers,
+            "batch_first": self.batch_first,
+            "readout": self.readout,
+        }
+
+
+register_architecture("RecurrentClassifier", RecurrentClassifier)
 
 
 def _as_tensor(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:

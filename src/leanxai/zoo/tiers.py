@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanxai.zoo.cnn import SmallCNN, _conv_block
-from leanxai.zoo.train import fit_classifier, load_cached
+from leanxai.zoo.train import HELD_OUT_SEED_OFFSET, fit_classifier, load_cached
 
 __all__ = [
     "CORRUPTIONS",
@@ -95,7 +95,6 @@ _TIER_VERSIONS: Mapping[tuple[str, str], str] = {
     ("mnist", "HEAVY"): "v2",
 }
 
-_HELD_OUT_SEED_OFFSET = 1_000_003
 _EASY_SEED_OFFSET = 3_000_017
 # Extra training sets of a tier are drawn with seeds 5_000_000, 5_000_001, ...: apart from the
 # training (0), held-out (1_000_003), router (2_000_003) and test (4_000_037) seeds.
@@ -492,7 +491,7 @@ def tier_data(dataset: str, split: str = "train", *, seed: int = 0) -> TierData:
 @functools.lru_cache(maxsize=4)
 def _tier_data(dataset: str, split: str, seed: int) -> TierData:
     recipe = _RECIPES[dataset]
-    data_seed = seed if split == "train" else seed + _HELD_OUT_SEED_OFFSET
+    data_seed = seed if split == "train" else seed + HELD_OUT_SEED_OFFSET
     if dataset == "shapes":
         n = recipe.n_train if split == "train" else recipe.n_held_out
         return mixed_shapes(n, data_seed, size=recipe.size)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,15 +19,21 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from leanxai.data.shapes import CLASSES, make_shapes
+from leanxai.io import atomic_write_bytes, atomic_write_text
 from leanxai.zoo.cnn import SmallCNN
 
 __all__ = [
+    "DEMO_N_HELD_OUT",
+    "DEMO_N_TRAIN",
+    "DEMO_SIZE",
+    "HELD_OUT_SEED_OFFSET",
     "RECIPE_VERSION",
     "demo_cnn",
     "fit_classifier",
@@ -47,10 +52,15 @@ CACHE_ENV = "LEANXAI_CACHE"
 
 # The demo recipe. Changing any value changes the weights: bump RECIPE_VERSION.
 _WIDTH = 16
-_SIZE = 64
-_N_TRAIN = 4000
-_N_HELD_OUT = 500
-_HELD_OUT_SEED_OFFSET = 1_000_003  # held-out images never share a seed with a training set
+DEMO_SIZE = 64
+"""Side of the demo recipe's square RGB images."""
+DEMO_N_TRAIN = 4000
+"""Training images per stage of the demo recipe."""
+DEMO_N_HELD_OUT = 500
+"""Held-out images the demo recipe evaluates on."""
+HELD_OUT_SEED_OFFSET = 1_000_003
+"""Added to a training seed to draw held-out data (here and in :mod:`leanxai.zoo.tiers`), so
+held-out images never share a seed with a training set."""
 _CLEAN_SEED_OFFSET = 2_000_003
 _EPOCHS = 10
 _CLEAN_FRACTION = 0.3  # of the epochs, spent first on shapes without clutter or noise
@@ -243,13 +253,17 @@ def train_demo_model(
     stages = []
     if clean_epochs > 0:
         clean = make_shapes(
-            _N_TRAIN, size=_SIZE, seed=seed + _CLEAN_SEED_OFFSET, clutter=0.0, noise=0.0
+            DEMO_N_TRAIN, size=DEMO_SIZE, seed=seed + _CLEAN_SEED_OFFSET, clutter=0.0, noise=0.0
         )
         stages.append(("clean shapes", clean, clean_epochs))
     stages.append(
-        ("cluttered shapes", make_shapes(_N_TRAIN, size=_SIZE, seed=seed), epochs - clean_epochs)
+        (
+            "cluttered shapes",
+            make_shapes(DEMO_N_TRAIN, size=DEMO_SIZE, seed=seed),
+            epochs - clean_epochs,
+        )
     )
-    held_out = make_shapes(_N_HELD_OUT, size=_SIZE, seed=seed + _HELD_OUT_SEED_OFFSET)
+    held_out = make_shapes(DEMO_N_HELD_OUT, size=DEMO_SIZE, seed=seed + HELD_OUT_SEED_OFFSET)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = demo_cnn()
@@ -276,7 +290,7 @@ def train_demo_model(
         "trained demo CNN in %.1f s, held-out accuracy %.3f (%d images)",
         seconds,
         held_out_accuracy,
-        _N_HELD_OUT,
+        DEMO_N_HELD_OUT,
     )
     metadata: dict[str, Any] = {
         "recipe_version": RECIPE_VERSION,
@@ -284,12 +298,12 @@ def train_demo_model(
         "width": _WIDTH,
         "seed": seed,
         "epochs": epochs,
-        "n_train": _N_TRAIN,
-        "n_held_out": _N_HELD_OUT,
+        "n_train": DEMO_N_TRAIN,
+        "n_held_out": DEMO_N_HELD_OUT,
         "held_out_accuracy": held_out_accuracy,
         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
         "classes": list(CLASSES),
-        "input_size": [3, _SIZE, _SIZE],
+        "input_size": [3, DEMO_SIZE, DEMO_SIZE],
         "training_seconds": round(seconds, 2),
         "torch_threads": torch.get_num_threads(),
     }
@@ -428,27 +442,10 @@ def _write_cache(
     version: str,
 ) -> dict[str, Any]:
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    weights_tmp = _temporary(weights_path)
-    try:
-        save_file(state, str(weights_tmp), metadata={"recipe_version": version})
-        metadata = {**metadata, "weights_sha256": _sha256(weights_tmp)}
-        metadata_tmp = _temporary(metadata_path)
-        try:
-            metadata_tmp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-            # Weights first: weights without matching metadata read as a stale cache, never as
-            # a valid one.
-            os.replace(weights_tmp, weights_path)
-            os.replace(metadata_tmp, metadata_path)
-        finally:
-            metadata_tmp.unlink(missing_ok=True)
-    finally:
-        weights_tmp.unlink(missing_ok=True)
+    weights = save_safetensors(state, metadata={"recipe_version": version})
+    metadata = {**metadata, "weights_sha256": hashlib.sha256(weights).hexdigest()}
+    # Weights first: weights without matching metadata read as a stale cache, never as a valid one.
+    atomic_write_bytes(weights_path, weights, overwrite=True)
+    atomic_write_text(metadata_path, json.dumps(metadata, indent=2) + "\n", overwrite=True)
     logger.info("cached %s in %s", type(model).__name__, weights_path)
     return metadata
-
-
-def _temporary(path: Path) -> Path:
-    """A new, empty file beside ``path``, so that ``os.replace`` stays on one file system."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
