@@ -7,7 +7,11 @@ Specs:
   (``AutoModelForImageClassification.from_pretrained``; local folders are read offline);
 - ``py:<module>:<factory>``: a function that returns a module, with optional ``weights`` from a
   ``.safetensors`` file or a state dict read with ``torch.load(weights_only=True)``;
-- a path to an exported program (``.pt2``, :func:`torch.export.save`).
+- a path to an exported program (``.pt2``, :func:`torch.export.save`); its input size is read
+  from the example input it was exported with;
+- a compressed model file written by :func:`leanxai.compress.save_compressed`
+  (``.lxc.safetensors``), for the architectures the file describes (Sequentials of standard layers
+  and the zoo's models).
 
 Unpickling arbitrary objects is never done: a whole pickled model (``torch.save(model)``) is
 refused.
@@ -119,6 +123,14 @@ def _from_factory(spec: str, weights: str | Path | None) -> nn.Module:
         raise ModelLoadError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
         state = _load_state_dict(Path(weights))
+        expected = model.state_dict()
+        for key, tensor in expected.items():  # the model's order: the first layer first
+            if key in state and tuple(state[key].shape) != tuple(tensor.shape):
+                raise ModelLoadError(
+                    f"weights {str(weights)!r} do not fit {spec!r}: {key} is "
+                    f"{tuple(state[key].shape)} in the file but {tuple(tensor.shape)} in the "
+                    "model (weights of another architecture?)"
+                )
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ModelLoadError(
@@ -137,13 +149,30 @@ def _from_hf(spec: str) -> LoadedModel:
             "hf: model specs need transformers: pip install leanxai[hf]"
         ) from error
     source = spec[len("hf:") :]
-    local = Path(source).is_dir()
+    path = Path(source).expanduser()
+    local = path.is_dir()
+    if not local and (path.exists() or _looks_like_a_path(source)):
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ModelLoadError(
+            f"cannot load {spec!r}: the folder {source!r} {what} (hf: takes a folder saved with "
+            "save_pretrained, or a Hugging Face repo id such as google/vit-base-patch16-224)"
+        )
     try:
-        model = AutoModelForImageClassification.from_pretrained(source, local_files_only=local)
+        model = AutoModelForImageClassification.from_pretrained(
+            str(path) if local else source, local_files_only=local
+        )
     except Exception as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not local:
+            message += f" (nor is there a local folder {source!r})"
         raise ModelLoadError(f"cannot load {spec!r}: {message}") from error
     loaded = LoadedModel(model, labels={int(k): v for k, v in model.config.id2label.items()})
+    image_size = getattr(model.config, "image_size", None)
+    if isinstance(image_size, int) and image_size > 0:
+        loaded.input_size = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        loaded.input_size = (int(image_size[0]), int(image_size[1]))
+    source = str(path) if local else source
     config_path = Path(source) / "preprocessor_config.json"
     if local and config_path.is_file():
         config = json.loads(config_path.read_text())
@@ -159,7 +188,27 @@ def _from_hf(spec: str) -> LoadedModel:
     return loaded
 
 
-def _from_exported(path: Path) -> nn.Module:
+def _looks_like_a_path(source: str) -> bool:
+    """A repo id is ``name`` or ``owner/name``; ``./x``, ``~/x``, ``/x``, ``a/b/c`` are folders."""
+    return (
+        source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or "\\" in source
+        or source.endswith("/")
+    )
+
+
+def _example_size(program: Any) -> tuple[int, int] | None:
+    """``(H, W)`` of the image an exported program was exported with, if its first input is one."""
+    example = getattr(program, "example_inputs", None)
+    args = example[0] if isinstance(example, tuple) and example else ()
+    first = args[0] if isinstance(args, (tuple, list)) and args else None
+    if isinstance(first, torch.Tensor) and first.dim() == 4:  # (B, C, H, W)
+        return int(first.shape[2]), int(first.shape[3])
+    return None
+
+
+def _from_exported(path: Path) -> LoadedModel:
     try:
         program = torch.export.load(str(path))
     except Exception as error:
@@ -167,9 +216,32 @@ def _from_exported(path: Path) -> nn.Module:
         raise ModelLoadError(f"cannot load exported program {str(path)!r}: {message}") from error
     try:
         # Keeps the original module hierarchy, so layers can be named as in the source model.
-        return torch.export.unflatten(program)
+        module: nn.Module = torch.export.unflatten(program)
     except Exception:
-        return program.module()
+        module = program.module()
+    return LoadedModel(module, input_size=_example_size(program))
+
+
+def _from_compressed(path: Path) -> LoadedModel:
+    # A model file, not a mechanism: the compressed format is read by the package that writes it.
+    from leanxai.compress.storage import CompressedFileError, load_compressed
+
+    try:
+        model = load_compressed(path)
+    except CompressedFileError as error:
+        if not path.name.endswith(".lxc.safetensors"):
+            raise ModelLoadError(
+                f"{str(path)!r} is not a compressed leanxai model ({error}); a .safetensors file "
+                "of plain weights goes with py:module:factory and --weights FILE"
+            ) from error
+        raise
+    except ModelLoadError as error:
+        raise ModelLoadError(
+            f"{str(path)!r} does not describe its architecture (a custom module), so it cannot be "
+            "a model spec; load it in Python with leanxai.compress.load_compressed(path, "
+            "model=your_module)"
+        ) from error
+    return LoadedModel(model)
 
 
 def load_model(spec: str | Path | nn.Module, weights: str | Path | None = None) -> LoadedModel:
@@ -191,10 +263,18 @@ def load_model(spec: str | Path | nn.Module, weights: str | Path | None = None) 
         loaded = LoadedModel(_from_factory(text, weights))
     else:
         path = Path(text)
+        if weights is not None:
+            raise ModelLoadError(
+                f"--weights applies to py: specs; {text!r} holds its weights (drop --weights)"
+            )
         if path.suffix == ".pt2":
             if not path.is_file():
                 raise ModelLoadError(f"exported program {text!r} does not exist")
-            loaded = LoadedModel(_from_exported(path))
+            loaded = _from_exported(path)
+        elif path.suffix == ".safetensors":
+            if not path.is_file():
+                raise ModelLoadError(f"compressed model {text!r} does not exist")
+            loaded = _from_compressed(path)
         elif path.suffix in {".pt", ".pth", ".pkl", ".bin"}:
             raise ModelLoadError(
                 f"refusing to unpickle {text!r}: a pickled model can run arbitrary code. "
@@ -203,7 +283,7 @@ def load_model(spec: str | Path | nn.Module, weights: str | Path | None = None) 
         else:
             raise ModelLoadError(
                 f"unknown model spec {text!r}; use hf:<repo or folder>, py:module:factory, "
-                "or an exported program file.pt2"
+                "an exported program file.pt2 or a compressed file.lxc.safetensors"
             )
     loaded.model.eval()
     return loaded
