@@ -97,3 +97,30 @@ def test_bad_input():
         router.route(np.full((2, 7), np.nan))
     with pytest.raises(ValueError, match="one tier"):
         fast().fit(X, np.zeros(len(X), dtype=np.int64))
+
+
+def test_bad_input_raises_the_librarys_errors(tmp_path):
+    from leanxai.core.errors import InputError, InputTypeError, LeanXAIError
+    from leanxai.route.router import read_router_file
+
+    X, y = toy()
+    router = fast().fit(X, y)
+    not_a_router = tmp_path / "other.safetensors"
+    not_a_router.write_bytes(b"not safetensors at all")
+    calls = [
+        (InputError, lambda: TierRouter(tau=1.5).fit(X, y)),
+        (InputTypeError, lambda: TierRouter(tau="high").fit(X, y)),
+        (InputError, lambda: TierRouter(n_tiers=1).fit(X, y)),
+        (InputError, lambda: TierRouter(n_tiers=2.5).fit(X, y)),
+        (InputError, lambda: fast().fit(X, y[:-1])),
+        (InputError, lambda: fast().fit(X, y.astype(float))),
+        (InputError, lambda: fast().fit(X[0], y)),
+        (InputError, lambda: router.route(X, tau=-0.1)),
+        (InputError, lambda: router.route(X[:, :5])),
+        (InputError, lambda: smallest_correct_tier(np.ones(3, dtype=bool))),
+        (InputError, lambda: read_router_file(not_a_router)),
+    ]
+    for kind, call in calls:
+        with pytest.raises(kind) as caught:
+            call()
+        assert isinstance(caught.value, LeanXAIError)

@@ -18,6 +18,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from leanxai.core import validate
+from leanxai.core.errors import InputError
+
 __all__ = [
     "TIERS",
     "TierRouter",
@@ -46,18 +49,9 @@ def smallest_correct_tier(correct: np.ndarray) -> np.ndarray:
     """
     correct = np.asarray(correct, dtype=bool)
     if correct.ndim != 2 or correct.shape[1] < 1:
-        raise ValueError(f"correct must have shape (N, T), got {correct.shape}")
+        raise InputError(f"correct must have shape (N, T), got {correct.shape}")
     tiers = correct.shape[1]
     return np.where(correct.any(axis=1), correct.argmax(axis=1), tiers - 1).astype(np.int64)
-
-
-def _check_tau(tau: object, name: str = "tau") -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)):
-        raise ValueError(f"{name} must be a number in [0, 1], got {tau!r}")
-    value = float(tau)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {tau!r}")
-    return value
 
 
 class TierRouter(ClassifierMixin, BaseEstimator):
@@ -119,21 +113,21 @@ class TierRouter(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> TierRouter:
         """Learn tier labels ``y`` (``(N,)`` ints in ``[0, n_tiers)``) from features ``X``."""
-        _check_tau(self.tau)
-        if isinstance(self.n_tiers, bool) or not isinstance(self.n_tiers, int) or self.n_tiers < 2:
-            raise ValueError(f"n_tiers must be an int >= 2, got {self.n_tiers!r}")
+        validate.fraction("tau", self.tau)
+        if validate.positive_int("n_tiers", self.n_tiers) < 2:
+            raise InputError(f"n_tiers must be an int >= 2, got {self.n_tiers!r}")
         features = self._features(X, fitting=True)
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(features):
-            raise ValueError(
+            raise InputError(
                 f"y must have one label per row of X ({len(features)}), got shape {labels.shape}"
             )
         if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"y must be integer tier labels, got dtype {labels.dtype}")
+            raise InputError(f"y must be integer tier labels, got dtype {labels.dtype}")
         if labels.min() < 0 or labels.max() >= self.n_tiers:
-            raise ValueError(f"tier labels must be in [0, {self.n_tiers}), got {labels.min()}..")
+            raise InputError(f"tier labels must be in [0, {self.n_tiers}), got {labels.min()}..")
         if len(np.unique(labels)) < 2:
-            raise ValueError("y holds one tier only; the router needs at least two to learn")
+            raise InputError("y holds one tier only; the router needs at least two to learn")
         estimator = self._default_estimator() if self.estimator is None else clone(self.estimator)
         self.estimator_ = estimator.fit(features, labels)
         self.classes_ = np.arange(self.n_tiers)
@@ -142,13 +136,13 @@ class TierRouter(ClassifierMixin, BaseEstimator):
     def _features(self, X: Any, fitting: bool = False) -> np.ndarray:
         features = np.asarray(X, dtype=np.float64)
         if features.ndim != 2:
-            raise ValueError(f"X must have shape (N, n_features), got {features.shape}")
+            raise InputError(f"X must have shape (N, n_features), got {features.shape}")
         if not np.isfinite(features).all():
-            raise ValueError("X contains NaN or infinite values")
+            raise InputError("X contains NaN or infinite values")
         if fitting:
             self.n_features_in_ = features.shape[1]
         elif features.shape[1] != self.n_features_in_:
-            raise ValueError(
+            raise InputError(
                 f"X has {features.shape[1]} features, the router was fitted on "
                 f"{self.n_features_in_}"
             )
@@ -172,7 +166,7 @@ class TierRouter(ClassifierMixin, BaseEstimator):
     def route(self, X: Any, tau: float | None = None) -> np.ndarray:
         """``(N,)`` the smallest tier whose probability of sufficing is at least ``tau``
         (default: the router's ``tau``)."""
-        threshold = _check_tau(self.tau if tau is None else tau)
+        threshold = validate.fraction("tau", self.tau if tau is None else tau)
         enough = self.sufficiency(X) >= threshold - 1e-12
         return enough.argmax(axis=1).astype(np.int64)
 
@@ -252,8 +246,11 @@ def read_router_file(
 
     Raises
     ------
-    ValueError
-        If the file is not a router file, is damaged, or comes from a newer format version.
+    InputError
+        (a ``ValueError``) If the file is not a router file, is damaged, or comes from a newer
+        format version.
+    FileNotFoundError
+        If there is no file at ``path``.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -264,10 +261,10 @@ def read_router_file(
         with safe_open(str(source), framework="numpy") as handle:
             header = handle.metadata() or {}
             if header.get("format") != ROUTER_FORMAT:
-                raise ValueError(f"{source} is not a leanxai router file")
+                raise InputError(f"{source} is not a leanxai router file")
             version = int(header.get("version", "0"))
             if version > ROUTER_FORMAT_VERSION:
-                raise ValueError(
+                raise InputError(
                     f"{source} was written by a newer leanxai (router format {version}, this "
                     f"version reads up to {ROUTER_FORMAT_VERSION})"
                 )
@@ -276,7 +273,7 @@ def read_router_file(
             params = json.loads(header["params"])
             metadata = json.loads(header.get("metadata", "{}"))
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
-        raise ValueError(f"{source} is not a readable router file: {error}") from error
+        raise InputError(f"{source} is not a readable router file: {error}") from error
     return features, labels, params, metadata
 
 
@@ -285,8 +282,11 @@ def load_router(path: str | os.PathLike[str]) -> tuple[TierRouter, dict[str, Any
 
     Raises
     ------
-    ValueError
-        If the file is not a router file, is damaged, or comes from a newer format version.
+    InputError
+        (a ``ValueError``) If the file is not a router file, is damaged, or comes from a newer
+        format version.
+    FileNotFoundError
+        If there is no file at ``path``.
     """
     features, labels, params, metadata = read_router_file(path)
     router = TierRouter(
