@@ -39,6 +39,21 @@ FACTORY = textwrap.dedent(
 
     def no_recurrent():
         return Flat()
+
+
+    class XOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(3, 4, batch_first=True)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+
+    def x_only():
+        torch.manual_seed(0)
+        return XOnly()
     """
 )
 
@@ -184,3 +199,80 @@ def test_bad_input_prints_one_line_and_fails(case, factory, sequences, tmp_path)
     result = CliRunner().invoke(main, ["attribute", *args, *out])
     assert one_error_line(result), result.output
     assert not (tmp_path / "out" / "importance.csv").exists()
+
+
+# -- issue 24 -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["ig", "shap", "deeplift", "ablation"])
+def test_mask_with_a_model_that_takes_no_mask_is_one_line(method, factory, sequences, tmp_path):
+    data, mask = sequences
+    args = ["attribute", "--method", method, "--data", str(data), "--mask", str(mask)]
+    args += ["--model", f"{factory}:x_only", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert one_error_line(result), result.output
+    assert "model(x, mask)" in result.output and "forward(x)" in result.output
+    assert "positional arguments" not in result.output
+    assert not (tmp_path / "out" / "importance.csv").exists()
+
+
+def test_deepactif_takes_a_mask_for_a_model_that_takes_none(factory, sequences, tmp_path):
+    data, mask = sequences
+    args = ["attribute", "--data", str(data), "--mask", str(mask)]
+    args += ["--model", f"{factory}:x_only", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+
+
+def test_help_states_the_mask_contract_and_refuses_pt2():
+    result = CliRunner().invoke(main, ["attribute", "--help"])
+    text = " ".join(result.output.split())
+    assert "model(x, mask)" in text
+    assert "not an exported .pt2" in text
+    assert "leanxai methods --family recurrent" in text
+
+
+def test_pt2_model_is_refused_in_cli_terms(sequences, tmp_path):
+    from leanxai.zoo.recurrent import RecurrentClassifier
+
+    data, _ = sequences
+    torch.manual_seed(0)
+    model = RecurrentClassifier(3, 2, hidden=4, kind="lstm").eval()
+    path = tmp_path / "lstm.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(6, 5, 3),)), str(path))
+    for method in ("deepactif", "ig"):
+        args = ["attribute", "--method", method, "--data", str(data), "--model", str(path)]
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out")])
+        assert one_error_line(result), result.output
+        assert ".pt2" in result.output and "py:module:factory" in result.output
+        assert "layer=" not in result.output
+
+
+def test_methods_come_from_the_registry(factory, sequences, tmp_path):
+    from leanxai.explainers import registry
+
+    data, _ = sequences
+    known = registry.names("recurrent", output="feature ranking")
+    args = [
+        "attribute",
+        "--method",
+        "gradcam",
+        "--data",
+        str(data),
+        "--model",
+        f"{factory}:tiny_lstm",
+    ]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out")])
+    assert one_error_line(result), result.output
+    assert result.output.strip().endswith(", ".join(known))
+    # any spelling the registry accepts
+    args[2] = "Deep-ACTIF"
+    assert CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ok")]).exit_code == 0
+
+
+def test_no_recurrent_layer_names_the_cli_option(factory, sequences, tmp_path):
+    data, _ = sequences
+    args = ["attribute", "--data", str(data), "--model", f"{factory}:no_recurrent"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out")])
+    assert one_error_line(result), result.output
+    assert "--layer" in result.output and "layer=" not in result.output

@@ -4,11 +4,17 @@
 built-in set's training sequences with the zoo's recurrent model (trained and cached on first
 use); ``--data FILE.npy --model SPEC`` ranks ``(N, T, F)`` sequences with any model. Writes
 ``importance.csv`` (feature, importance, rank) and ``per_sample.npy`` ``(N, F)``.
+
+The methods are the registry's feature rankings for recurrent models
+(``registry.names("recurrent", output="feature ranking")``). With ``--mask``, DeepACTIF leaves
+padded steps out of its aggregation and calls ``model(x)``; the other methods also pass the mask
+to the model, as ``model(x, mask)``, so the model's ``forward`` must take it.
 """
 
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import time
 from pathlib import Path
@@ -16,7 +22,13 @@ from typing import Any
 
 import click
 
-from leanxai.cli._common import cache_dir_option, fail
+from leanxai.cli._common import (
+    cache_dir_option,
+    fail,
+    one_line,
+    overwrite_option,
+    weights_option,
+)
 
 _DATASETS = {
     "basicmotions": "basic_motions",
@@ -26,9 +38,43 @@ _DATASETS = {
 _KINDS = ("lstm", "gru", "bilstm")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+_MODEL_HELP = (
+    "py:module:factory (with --weights) or a compressed .lxc.safetensors; not an exported .pt2 "
+    "(the methods need the model's recurrent layers, which export flattens)"
+)
+
+
+def _ranking_method(name: str) -> str:
+    """The registry's canonical name of a feature ranking for recurrent models, or one line."""
+    from leanxai.core.errors import InputError
+    from leanxai.explainers import registry
+
+    known = registry.names("recurrent", output="feature ranking")
+    try:
+        info = registry.get(name, "recurrent")
+    except InputError:
+        fail(f"unknown method {name!r} for --method; choose from {', '.join(known)}")
+    if info.output != "feature ranking":
+        fail(
+            f"--method {name!r} gives a {info.output}, not a feature ranking; choose from "
+            f"{', '.join(known)}"
+        )
+    return info.name
+
+
+def _takes_mask(model: Any) -> bool:
+    """Whether ``model(x, mask)`` binds to the model's ``forward``."""
+    import torch
+
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):  # no signature to read (a builtin): let the call decide
+        return True
+    try:
+        signature.bind(torch.empty(0), torch.empty(0))
+    except TypeError:
+        return False
+    return True
 
 
 def _load_array(path: Path, what: str) -> Any:
@@ -39,7 +85,7 @@ def _load_array(path: Path, what: str) -> Any:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        fail(f"cannot read {what} {str(path)!r} as a .npy array: {_first_line(error)}")
+        fail(f"cannot read {what} {str(path)!r} as a .npy array: {one_line(error)}")
 
 
 def _sequences(path: Path, mask_path: Path | None) -> tuple[Any, Any]:
@@ -72,7 +118,7 @@ def _sequences(path: Path, mask_path: Path | None) -> tuple[Any, Any]:
     "--method",
     default="deepactif",
     show_default=True,
-    help="deepactif | ig | deeplift | shap | ablation",
+    help="a feature ranking for recurrent models from `leanxai methods --family recurrent`",
 )
 @click.option(
     "--data",
@@ -80,13 +126,24 @@ def _sequences(path: Path, mask_path: Path | None) -> tuple[Any, Any]:
     required=True,
     help="basicmotions | japanesevowels | synthetic (their training sets) | FILE.npy (N, T, F)",
 )
-@click.option("--mask", "mask_path", type=Path, default=None, help="(N, T) bool .npy for FILE.npy")
-@click.option("--model", "model_spec", default=None, help="py:module:factory or file.pt2")
 @click.option(
-    "--weights", type=click.Path(dir_okay=False), help="state dict or .safetensors for py: specs"
+    "--mask",
+    "mask_path",
+    type=Path,
+    default=None,
+    help="(N, T) bool .npy for FILE.npy, true at valid steps. DeepACTIF leaves the other steps "
+    "out; the other methods also call the model as model(x, mask), so its forward must take it",
 )
+@click.option("--model", "model_spec", default=None, help=_MODEL_HELP)
+@weights_option
 @click.option(
     "--kind", default="lstm", show_default=True, help="built-in model: lstm | gru | bilstm"
+)
+@click.option(
+    "--layer",
+    default=None,
+    help="DeepACTIF: dotted name of the layer whose activations rank the features "
+    "(default: the first recurrent layer)",
 )
 @click.option("--mapping", default=None, help="DeepACTIF: input_term | candidate | gated")
 @click.option("--aggregation", default=None, help="DeepACTIF: mean | mean_minus_std | inverse")
@@ -94,7 +151,7 @@ def _sequences(path: Path, mask_path: Path | None) -> tuple[Any, Any]:
 @click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True)
 @cache_dir_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--overwrite", is_flag=True, help="replace existing output files")
+@overwrite_option
 def attribute(
     method: str,
     data_spec: str,
@@ -102,6 +159,7 @@ def attribute(
     model_spec: str | None,
     weights: str | None,
     kind: str,
+    layer: str | None,
     mapping: str | None,
     aggregation: str | None,
     n_steps: int,
@@ -114,17 +172,10 @@ def attribute(
     import torch
 
     from leanxai.core.errors import LeanXAIError
-    from leanxai.explainers.deepactif import (
-        AGGREGATIONS,
-        MAPPINGS,
-        RANKING_METHODS,
-        feature_ranking,
-    )
+    from leanxai.explainers.deepactif import AGGREGATIONS, MAPPINGS, feature_ranking
     from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
 
-    method = method.lower()
-    if method not in RANKING_METHODS:
-        fail(f"unknown method {method!r}; use one of {', '.join(RANKING_METHODS)}")
+    method = _ranking_method(method)
     if kind not in _KINDS:
         fail(f"unknown kind {kind!r}; use one of {', '.join(_KINDS)}")
     options: dict[str, Any] = {}
@@ -139,6 +190,10 @@ def attribute(
         if value not in allowed:
             fail(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
         options[name] = value
+    if layer is not None:
+        if method != "deepactif":
+            fail(f"--layer applies to --method deepactif, not {method}")
+        options["layer"] = layer
     if method == "ig":
         options["n_steps"] = n_steps
     builtin = _DATASETS.get(data_spec.lower())
@@ -150,11 +205,17 @@ def attribute(
         fail("--kind applies to the built-in models, not to --model")
     if mask_path is not None and builtin is not None:
         fail("--mask applies to a .npy data file; the built-in sets carry their own")
+    if model_spec is not None and model_spec.lower().endswith(".pt2"):
+        fail(
+            f"--model {model_spec!r}: attribute cannot take an exported .pt2 program (the "
+            "methods need the model's recurrent layers, which export flattens); give the model "
+            "as py:module:factory with --weights"
+        )
     planned = [out_dir / "importance.csv", out_dir / "per_sample.npy"]
     try:
         check_writable(planned, overwrite)
     except LeanXAIError as error:
-        fail(str(error))
+        fail(error)
 
     if builtin is not None:
         from leanxai.zoo import recurrent
@@ -162,7 +223,7 @@ def attribute(
         try:
             train, _ = recurrent.load_recurrent_data(builtin)
         except (ImportError, OSError, ValueError) as error:
-            fail(f"cannot load {data_spec}: {_first_line(error)}")
+            fail(f"cannot load {data_spec}: {one_line(error)}")
         inputs, mask, names = train.inputs, train.mask, list(train.feature_names)
     else:
         inputs, mask = _sequences(Path(data_spec), mask_path)
@@ -174,22 +235,29 @@ def attribute(
         try:
             model, _ = recurrent.load_recurrent_model(builtin, kind, cache_dir=cache_dir)
         except (OSError, ValueError) as error:
-            fail(f"cannot load the {kind} model for {data_spec}: {_first_line(error)}")
+            fail(f"cannot load the {kind} model for {data_spec}: {one_line(error)}")
     else:
         from leanxai.core.models import load_model
 
         try:
             model = load_model(model_spec, weights).model
         except LeanXAIError as error:
-            fail(str(error))
+            fail(error)
+    if mask is not None and method != "deepactif" and not _takes_mask(model):
+        fail(
+            f"--mask with --method {method}: the model is called as model(x, mask), but its "
+            f"forward{inspect.signature(model.forward)} takes no mask; give a model whose "
+            "forward takes (x, mask), or use --method deepactif, or leave out --mask"
+        )
 
     start = time.perf_counter()
     try:
         result = feature_ranking(model, inputs, method, mask=mask, **options)
     except LeanXAIError as error:
-        fail(str(error))
-    except Exception as error:
-        fail(f"{method} failed on {tuple(inputs.shape)} inputs: {_first_line(error)}")
+        # DeepACTIF's advice names its keyword argument; the CLI's option is --layer.
+        fail(one_line(error).replace("with layer=", "with --layer"))
+    except RuntimeError as error:  # the model fails on the sequences (shapes, dtypes)
+        fail(f"{method} failed on {tuple(inputs.shape)} inputs: {one_line(error)}")
     seconds = time.perf_counter() - start
 
     rank = {int(f): r + 1 for r, f in enumerate(result.ranking)}
@@ -203,7 +271,7 @@ def attribute(
         atomic_write_text(out_dir / "importance.csv", buffer.getvalue(), overwrite=overwrite)
         atomic_save_npy(out_dir / "per_sample.npy", result.per_sample.numpy(), overwrite=overwrite)
     except LeanXAIError as error:
-        fail(str(error))
+        fail(error)
     except OSError as error:
         fail(f"cannot write to {str(out_dir)!r}: {error.strerror or error}")
 

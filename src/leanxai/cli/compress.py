@@ -374,13 +374,13 @@ def compress(
     except click.BadParameter as error:
         fail(str(error.message))
     except LeanXAIError as error:
-        fail(str(error))
+        fail(error)
     if out_file.parent.exists() and not out_file.parent.is_dir():
         fail(f"cannot write {str(out_file)!r}: {str(out_file.parent)!r} is not a folder")
     try:
         loaded = load_model(model_spec, weights)
     except LeanXAIError as error:
-        fail(str(error))
+        fail(error)
     data_sets = _inputs(data, loaded, count, side)
     inputs = data_sets.calibration
     defaults = inspect.signature(api.compress).parameters
@@ -409,11 +409,11 @@ def compress(
         )
         fail(message)
     except LeanXAIError as error:
-        fail(str(error))
+        fail(error)
     try:
         written = api.save_compressed(result, out_file, overwrite=overwrite)
     except LeanXAIError as error:
-        fail(str(error))
+        fail(error)
     except OSError as error:
         fail(f"cannot write {str(out_file)!r}: {error.strerror or error}")
     reloaded = api.load_compressed(out_file, model=model)
