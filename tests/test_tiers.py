@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from leanxai import GradCAM
+from leanxai.core.errors import InputError
 from leanxai.zoo import tiers
 from leanxai.zoo.tiers import (
     CORRUPTIONS,
@@ -23,6 +24,7 @@ from leanxai.zoo.tiers import (
     tier_data,
     train_tier,
 )
+from leanxai.zoo.train import TRAINING_THREADS, deterministic_training
 
 _RANGES = {
     "TINY": (5_000, 20_000),
@@ -188,3 +190,58 @@ def test_extra_sets_add_fresh_images_to_one_tier(monkeypatch: pytest.MonkeyPatch
     assert torch.cdist(flat[20:], flat[:20]).min() > 0
     assert torch.cdist(flat[20:40], flat[40:]).min() > 0
     assert tiers.tier_version("shapes", "LIGHT") != tiers.tier_version("shapes", "TINY")
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def test_train_tier_is_deterministic_whatever_the_callers_threads() -> None:
+    """Two trainings with the same seed give the same weights bit for bit, also when the caller
+    runs at another thread count; the caller's settings are left as they were."""
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    runs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            model, metadata = train_tier(
+                "mnist", "LIGHT", progress=False, n_train=96, n_held_out=8, epochs=2
+            )
+            assert torch.get_num_threads() == threads
+            assert not torch.are_deterministic_algorithms_enabled()
+        finally:
+            torch.set_num_threads(before[0])
+        assert metadata["deterministic"] and metadata["torch_threads"] == TRAINING_THREADS
+        runs.append(_state(model))
+    first, second = runs
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    # Training changed the weights (the comparison is not between two untrained models).
+    untrained = build_tier("LIGHT", 10, 1).state_dict()
+    assert not torch.equal(first["classifier.weight"], untrained["classifier.weight"])
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_deterministic_training_restores_settings_after_an_error() -> None:
+    threads = torch.get_num_threads()
+    flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    with pytest.raises(KeyError), deterministic_training(threads=1):
+        assert torch.get_num_threads() == 1
+        assert torch.are_deterministic_algorithms_enabled()
+        raise KeyError("inside")
+    assert torch.get_num_threads() == threads
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    ) == flags
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_deterministic_training_refuses_bad_thread_counts(threads: Any) -> None:
+    before = torch.get_num_threads()
+    with pytest.raises(InputError, match="threads"), deterministic_training(threads=threads):
+        pass  # pragma: no cover
+    assert torch.get_num_threads() == before

@@ -35,7 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanxai.zoo.cnn import SmallCNN, _conv_block
-from leanxai.zoo.train import HELD_OUT_SEED_OFFSET, fit_classifier, load_cached
+from leanxai.zoo.train import (
+    HELD_OUT_SEED_OFFSET,
+    TRAINING_THREADS,
+    deterministic_training,
+    fit_classifier,
+    load_cached,
+)
 
 __all__ = [
     "CORRUPTIONS",
@@ -87,12 +93,17 @@ _ARCHITECTURES: Mapping[str, tuple[int, int]] = {
 # that FLOPs grow with the tier (v2's MEDIUM cost more than HEAVY).
 # Shapes LIGHT v6 trains on three times the data (``extra_sets``): on 8,000 images it reached
 # 0.820 on the routing test set, on 24,000 0.886, so that far more inputs stop at LIGHT.
+# MNIST v4: trained under ``deterministic_training`` (one thread, deterministic algorithms), so
+# a fresh cache holds the same weights on every run; earlier MNIST caches were trained at
+# whatever thread count the process had and did not reproduce. The shapes tiers keep their
+# versions: same recipe, and their cached weights (trained before) stay valid; a fresh shapes
+# training now runs at one thread too and may differ from those caches in the last bits.
 _TIER_VERSIONS: Mapping[tuple[str, str], str] = {
     ("shapes", "LIGHT"): "v6",
-    ("mnist", "TINY"): "v2",
-    ("mnist", "LIGHT"): "v3",
-    ("mnist", "MEDIUM"): "v3",
-    ("mnist", "HEAVY"): "v2",
+    ("mnist", "TINY"): "v4",
+    ("mnist", "LIGHT"): "v4",
+    ("mnist", "MEDIUM"): "v4",
+    ("mnist", "HEAVY"): "v4",
 }
 
 _EASY_SEED_OFFSET = 3_000_017
@@ -570,6 +581,11 @@ def train_tier(
     The shapes LIGHT tier trains on 24,000 images: the 8,000 of :func:`tier_data` and two more
     sets of 8,000 drawn by :func:`mixed_shapes` with their own seeds.
 
+    Training runs under :func:`~leanxai.zoo.train.deterministic_training` (one thread,
+    deterministic algorithms, both restored after): with the seeded initial weights and data
+    order, the same ``seed`` gives the same weights bit for bit on a machine, whatever the
+    caller's thread count.
+
     Parameters
     ----------
     dataset : {"shapes", "mnist"}
@@ -642,21 +658,24 @@ def train_tier(
         if len(easy) > 0:
             mixed_epochs = n_epochs if epochs is None else n_epochs - easy_epochs
             stages = [("easy", easy, easy_epochs), ("all", train, mixed_epochs)]
-    for i, (name, part, stage_epochs) in enumerate(stages):
-        fit_classifier(
-            model,
-            part.images,
-            part.labels,
-            epochs=stage_epochs,
-            batch_size=recipe.batch_size,
-            lr=recipe.lr,
-            weight_decay=recipe.weight_decay,
-            seed=seed + i,
-            flip_and_rotate=recipe.flip_and_rotate,
-            channels_last=True,
-            progress=progress,
-            desc=f"{dataset} {tier} ({name})",
-        )
+    # One thread and deterministic algorithms for the training only (restored after): the
+    # same seed then gives the same weights bit for bit, whatever the caller's thread count.
+    with deterministic_training():
+        for i, (name, part, stage_epochs) in enumerate(stages):
+            fit_classifier(
+                model,
+                part.images,
+                part.labels,
+                epochs=stage_epochs,
+                batch_size=recipe.batch_size,
+                lr=recipe.lr,
+                weight_decay=recipe.weight_decay,
+                seed=seed + i,
+                flip_and_rotate=recipe.flip_and_rotate,
+                channels_last=True,
+                progress=progress,
+                desc=f"{dataset} {tier} ({name})",
+            )
     model.eval()
     seconds = time.perf_counter() - start
     correct = tier_correct([model], held_out.images, held_out.labels)[:, 0]
@@ -680,7 +699,8 @@ def train_tier(
         "classes": list(held_out.classes),
         "input_size": [recipe.in_channels, recipe.size, recipe.size],
         "training_seconds": round(seconds, 2),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": TRAINING_THREADS,
+        "deterministic": True,
     }
 
 

@@ -8,12 +8,13 @@ JSON file of metadata beside them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from leanxai.core import validate
 from leanxai.data.shapes import CLASSES, make_shapes
 from leanxai.io import atomic_write_bytes, atomic_write_text
 from leanxai.zoo.cnn import SmallCNN
@@ -35,7 +37,9 @@ __all__ = [
     "DEMO_SIZE",
     "HELD_OUT_SEED_OFFSET",
     "RECIPE_VERSION",
+    "TRAINING_THREADS",
     "demo_cnn",
+    "deterministic_training",
     "fit_classifier",
     "load_cached",
     "load_demo_model",
@@ -49,6 +53,10 @@ RECIPE_VERSION = "v1"
 
 CACHE_ENV = "LEANXAI_CACHE"
 """Environment variable naming the cache directory."""
+
+TRAINING_THREADS = 1
+"""Intra-op threads of :func:`deterministic_training`: CPU kernels split their reductions by
+thread, so the same seed gives the same weights only at the same thread count."""
 
 # The demo recipe. Changing any value changes the weights: bump RECIPE_VERSION.
 _WIDTH = 16
@@ -84,6 +92,41 @@ def demo_cnn() -> SmallCNN:
         ``SmallCNN(num_classes=4, in_channels=3, width=16)`` for 64x64 RGB images.
     """
     return SmallCNN(num_classes=len(CLASSES), in_channels=3, width=_WIDTH)
+
+
+@contextlib.contextmanager
+def deterministic_training(threads: int = TRAINING_THREADS) -> Iterator[None]:
+    """Run a block with a fixed intra-op thread count and deterministic algorithms.
+
+    With the seeds fixed, what still varies between two trainings on CPU is the order of
+    floating-point reductions, which follows the number of threads
+    (``torch.get_num_threads()``, 2 or 16 depending on the machine and ``OMP_NUM_THREADS``).
+    Inside the block it is ``threads``, and :func:`torch.use_deterministic_algorithms` is on; both
+    are restored on exit, also after an error, so the caller's settings are left as they were.
+    The weights are then identical from run to run on one machine; another CPU (with other
+    vector instructions) may still round differently.
+
+    Parameters
+    ----------
+    threads : int, default :data:`TRAINING_THREADS`
+        Intra-op threads for the block.
+
+    Raises
+    ------
+    InputError
+        If ``threads`` is not a positive int.
+    """
+    threads = validate.positive_int("threads", threads)
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
+        torch.set_num_threads(previous_threads)
 
 
 def fit_classifier(
