@@ -53,6 +53,8 @@ from leanxai.compress.storage import (
     read_compressed,
     save_compressed,
 )
+from leanxai.core import validate
+from leanxai.core.errors import InputError
 
 __all__ = [
     "DEFAULT_CRITERION",
@@ -172,20 +174,15 @@ def compress(
         settings.
     """
     if prune is not None and prune not in PRUNE_OPTIONS:
-        raise ValueError(f"prune must be one of {PRUNE_OPTIONS} or None, got {prune!r}")
-    if (
-        isinstance(finetune_steps, bool)
-        or not isinstance(finetune_steps, int)
-        or finetune_steps < 0
-    ):
-        raise ValueError(f"finetune_steps must be a non-negative int, got {finetune_steps!r}")
+        raise InputError(f"prune must be one of {PRUNE_OPTIONS} or None, got {prune!r}")
+    finetune_steps = validate.non_negative_int("finetune_steps", finetune_steps)
     needs_relevance = (
         prune == "nonpositive" or prune in RELEVANCE_CRITERIA or isinstance(bits, tuple)
     )
     relevance: dict[str, torch.Tensor] | None = None
     if needs_relevance:
         if inputs is None:
-            raise ValueError(f"prune={prune!r} with bits={bits!r} needs calibration inputs")
+            raise InputError(f"prune={prune!r} with bits={bits!r} needs calibration inputs")
         relevance = weight_relevance(
             model,
             inputs,

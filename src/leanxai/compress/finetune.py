@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 
 import torch
 from torch import nn
@@ -20,6 +19,8 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from leanxai.compress.prune import PrunePlan
+from leanxai.core import validate
+from leanxai.core.errors import InputError, InputTypeError
 from leanxai.core.models import logits_of
 
 __all__ = ["finetune", "recalibrate_batchnorm"]
@@ -109,28 +110,24 @@ def finetune(
     models run in eval mode: BatchNorm statistics stay fixed (after the recalibration) and
     dropout is off. ``steps=0`` with ``recalibrate=True`` only recalibrates.
     """
-    if not isinstance(model, nn.Module) or not isinstance(teacher, nn.Module):
-        raise TypeError("model and teacher must be torch.nn.Module instances")
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2 or inputs.shape[0] == 0:
-        raise ValueError(f"inputs must be a non-empty (N, ...) tensor, got {inputs!r:.60}")
+    validate.instance("model", model, nn.Module)
+    validate.instance("teacher", teacher, nn.Module)
+    validate.tensor("inputs", inputs)
+    if inputs.dim() < 2 or inputs.shape[0] == 0:
+        raise InputError(f"inputs must be a non-empty (N, ...) tensor, got {tuple(inputs.shape)}")
     if plan is not None and not isinstance(plan, PrunePlan):
-        raise TypeError(f"plan must be a PrunePlan or None, got {type(plan).__name__}")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    if batch_size == 0:
-        raise ValueError("batch_size must be >= 1")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive float, got {lr!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive float, got {temperature!r}")
+        raise InputTypeError(f"plan must be a PrunePlan or None, got {type(plan).__name__}")
+    steps = validate.non_negative_int("steps", steps)
+    batch_size = validate.positive_int("batch_size", batch_size)
+    lr = validate.positive_float("lr", lr)
+    temperature = validate.positive_float("temperature", temperature)
     flags = [p.requires_grad for p in model.parameters()]
     student = copy.deepcopy(model).eval()
     parameters = dict(student.named_parameters())
     if plan is not None:
         unknown = sorted(set(plan.masks) - set(parameters))
         if unknown:
-            raise ValueError(f"plan names parameters the model does not have: {unknown}")
+            raise InputError(f"plan names parameters the model does not have: {unknown}")
         masks = {name: mask.to(parameters[name].device) for name, mask in plan.masks.items()}
     else:
         masks = {name: p.detach() != 0 for name, p in parameters.items() if bool((p == 0).any())}

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from leanxai.compress.relevance import LRPTarget, Reduction, Rule, weight_relevance
+from leanxai.core import validate
+from leanxai.core.errors import InputError, InputTypeError
 
 __all__ = [
     "CRITERIA",
@@ -87,7 +89,7 @@ def _unpack_mask(text: str, shape: Sequence[int]) -> torch.Tensor:
     count = int(np.prod(shape, dtype=np.int64))
     raw = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.uint8)
     if raw.size != (count + 7) // 8:
-        raise ValueError(f"a packed mask of shape {list(shape)} needs {(count + 7) // 8} bytes")
+        raise InputError(f"a packed mask of shape {list(shape)} needs {(count + 7) // 8} bytes")
     bits = np.unpackbits(raw, count=count, bitorder="little").astype(bool)
     return torch.from_numpy(bits.reshape(tuple(shape)))
 
@@ -129,7 +131,7 @@ class PrunePlan:
     def __post_init__(self) -> None:
         for name, mask in self.masks.items():
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-                raise TypeError(f"masks[{name!r}] must be a bool tensor, got {mask!r:.60}")
+                raise InputTypeError(f"masks[{name!r}] must be a bool tensor, got {mask!r:.60}")
 
     @property
     def achieved_sparsity(self) -> float:
@@ -165,10 +167,10 @@ class PrunePlan:
             If ``data`` is not a prune plan of a version this leanxai reads.
         """
         if not isinstance(data, Mapping) or data.get("format") != PLAN_FORMAT:
-            raise ValueError(f"data is not a leanxai prune plan (format {PLAN_FORMAT!r})")
+            raise InputError(f"data is not a leanxai prune plan (format {PLAN_FORMAT!r})")
         version = data.get("version")
         if not isinstance(version, int) or version > PLAN_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"prune plan version {version!r} is newer than this leanxai reads "
                 f"({PLAN_VERSION}); upgrade leanxai"
             )
@@ -187,7 +189,7 @@ class PrunePlan:
                 metadata=dict(data.get("metadata", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"data is not a valid prune plan: {error}") from error
+            raise InputError(f"data is not a valid prune plan: {error}") from error
 
 
 def reduction_of(criterion: str) -> Reduction:
@@ -299,7 +301,7 @@ def weight_scores(
     """
     if criterion in RELEVANCE_CRITERIA:
         if inputs is None:
-            raise ValueError(f"criterion={criterion!r} needs calibration inputs; got inputs=None")
+            raise InputError(f"criterion={criterion!r} needs calibration inputs; got inputs=None")
         relevance = weight_relevance(
             model,
             inputs,
@@ -321,7 +323,7 @@ def weight_scores(
             name: torch.rand(weight.shape, generator=generator, dtype=torch.float64)
             for name, weight in weights.items()
         }
-    raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    raise InputError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
 
 
 def _lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
@@ -382,24 +384,21 @@ def plan_pruning(
         For an unknown ``method`` or ``scope``, a ``sparsity`` outside ``[0, 1]``, empty
         ``scores``, or a protected name not in ``scores``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    validate.choice("method", method, METHODS)
+    validate.choice("scope", scope, ("layer", "global"))
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise TypeError(f"sparsity must be a float, got {sparsity!r}")
-    if not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}")
+        raise InputTypeError(f"sparsity must be a float, got {sparsity!r}")
+    sparsity = validate.fraction("sparsity", sparsity)
     if not scores:
-        raise ValueError("scores is empty: no weight to plan for")
+        raise InputError("scores is empty: no weight to plan for")
     for name, value in scores.items():
         if not isinstance(value, torch.Tensor) or value.dim() < 1:
-            raise TypeError(f"scores[{name!r}] must be a tensor with at least one axis")
+            raise InputTypeError(f"scores[{name!r}] must be a tensor with at least one axis")
     names = list(scores)
     protected = {names[-1]} if protect is None else set(protect)
     unknown = sorted(protected - set(names))
     if structured and unknown:
-        raise ValueError(f"protect names weights not in scores: {unknown}")
+        raise InputError(f"protect names weights not in scores: {unknown}")
     # Rank units (rows) when structured, single weights otherwise.
     flat: dict[str, torch.Tensor] = {}
     for name, value in scores.items():
@@ -472,13 +471,13 @@ def apply_pruning(model: nn.Module, plan: PrunePlan) -> nn.Module:
         If a mask names no parameter of ``model`` or has another shape.
     """
     if not isinstance(plan, PrunePlan):
-        raise TypeError(f"plan must be a PrunePlan, got {type(plan).__name__}")
+        raise InputTypeError(f"plan must be a PrunePlan, got {type(plan).__name__}")
     parameters = dict(model.named_parameters())
     for name, mask in plan.masks.items():
         if name not in parameters:
-            raise ValueError(f"plan names {name!r}, which is not a parameter of the model")
+            raise InputError(f"plan names {name!r}, which is not a parameter of the model")
         if tuple(mask.shape) != tuple(parameters[name].shape):
-            raise ValueError(
+            raise InputError(
                 f"plan mask for {name!r} has shape {tuple(mask.shape)}, the parameter "
                 f"{tuple(parameters[name].shape)}"
             )
@@ -517,7 +516,7 @@ def sparsity(model: nn.Module, names: Iterable[str] | None = None) -> float:
         parameters = dict(model.named_parameters())
         missing = [n for n in names if n not in parameters]
         if missing:
-            raise ValueError(f"names holds parameters the model does not have: {missing}")
+            raise InputError(f"names holds parameters the model does not have: {missing}")
         tensors = [parameters[n] for n in names]
     total = sum(t.numel() for t in tensors)
     zeros = sum(int((t == 0).sum()) for t in tensors)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from leanxai.compress.prune import PrunePlan, apply_pruning, prunable_weights
+from leanxai.core.errors import InputError, InputTypeError
 
 __all__ = [
     "MIXED_BITS",
@@ -114,9 +115,9 @@ def _channels(shape: tuple[int, ...], per_channel: bool) -> int:
 
 def _check_bits(bits: int, name: str = "bits") -> None:
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {bits!r}")
+        raise InputTypeError(f"{name} must be an int, got {bits!r}")
     if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"{name} must be in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+        raise InputError(f"{name} must be in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
 
 
 def _quantize_group(
@@ -171,13 +172,13 @@ def quantize_uniform(
         For ``bits`` outside 2..16 or a mask of another shape.
     """
     if not isinstance(weight, torch.Tensor) or not weight.dtype.is_floating_point:
-        raise TypeError(f"weight must be a floating-point tensor, got {weight!r:.60}")
+        raise InputTypeError(f"weight must be a floating-point tensor, got {weight!r:.60}")
     _check_bits(bits)
     shape = tuple(weight.shape)
     if mask is None:
         mask = torch.ones(shape, dtype=torch.bool)
     if tuple(mask.shape) != shape or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor of shape {shape}, got {mask!r:.60}")
+        raise InputError(f"mask must be a bool tensor of shape {shape}, got {mask!r:.60}")
     group = _quantize_group(weight, mask, int(bits), per_channel)
     return QuantizedTensor(shape=shape, groups=(group,), dtype=weight.dtype)
 
@@ -229,7 +230,7 @@ def mixed_precision_plan(
     """
     bits = tuple(bits)  # type: ignore[assignment]
     if bits not in MIXED_BITS:
-        raise ValueError(f"bits must be one of {MIXED_BITS}, got {bits!r}")
+        raise InputError(f"bits must be one of {MIXED_BITS}, got {bits!r}")
     masks = keep_mask.masks if isinstance(keep_mask, PrunePlan) else (keep_mask or {})
     high, low = bits
     plan: dict[str, torch.Tensor] = {}
@@ -238,7 +239,7 @@ def mixed_precision_plan(
         keep = masks.get(name)
         keep = torch.ones(value.shape, dtype=torch.bool) if keep is None else keep.cpu()
         if keep.shape != value.shape or keep.dtype != torch.bool:
-            raise ValueError(f"keep_mask[{name!r}] must be bool of shape {tuple(value.shape)}")
+            raise InputError(f"keep_mask[{name!r}] must be bool of shape {tuple(value.shape)}")
         out = torch.zeros(value.shape, dtype=torch.int8)
         kept = value[keep]
         if kept.numel():
@@ -313,9 +314,9 @@ def quantize_model(
         :func:`~leanxai.compress.save_compressed`.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if plan is not None and not isinstance(plan, PrunePlan):
-        raise TypeError(f"plan must be a PrunePlan or None, got {type(plan).__name__}")
+        raise InputTypeError(f"plan must be a PrunePlan or None, got {type(plan).__name__}")
     compressed = apply_pruning(model, plan) if plan is not None else copy.deepcopy(model)
     parameters = dict(compressed.named_parameters())
     masks = dict(plan.masks) if plan is not None else {}
@@ -334,10 +335,10 @@ def quantize_model(
     with torch.no_grad():
         for name, width in widths.items():
             if name not in parameters:
-                raise ValueError(f"bits names {name!r}, which is not a parameter of the model")
+                raise InputError(f"bits names {name!r}, which is not a parameter of the model")
             weight = parameters[name]
             if tuple(width.shape) != tuple(weight.shape):
-                raise ValueError(
+                raise InputError(
                     f"bits[{name!r}] has shape {tuple(width.shape)}, the weight "
                     f"{tuple(weight.shape)}"
                 )

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from leanxai.core import validate
 from leanxai.core.errors import InputError, TargetError, UnsupportedLayerError
 from leanxai.core.hooks import capture, eval_mode
 from leanxai.core.models import logits_of
@@ -445,10 +446,8 @@ def _check(
     gamma: float,
     batch_size: int,
 ) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    validate.instance("model", model, nn.Module)
+    validate.tensor("inputs", inputs)
     if inputs.dim() < 2 or inputs.shape[0] == 0:
         raise InputError(
             "inputs must be a non-empty batch (N, ...) with N >= 1, "
@@ -458,14 +457,11 @@ def _check(
         raise InputError(f"inputs must be floating point, got dtype {inputs.dtype}")
     if not bool(torch.isfinite(inputs).all()):
         raise InputError("inputs hold NaN or infinite values")
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon must be a positive float, got {epsilon!r}")
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a non-negative float, got {gamma!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    validate.choice("rule", rule, RULES)
+    validate.positive_float("epsilon", epsilon)
+    if validate.finite_float("gamma", gamma) < 0:
+        raise InputError(f"gamma must be a non-negative number, got {gamma!r}")
+    validate.positive_int("batch_size", batch_size)
 
 
 def _propagate(
@@ -481,7 +477,7 @@ def _propagate(
 ) -> _Result:
     _check(model, inputs, rule, epsilon, gamma, batch_size)
     if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+        raise InputError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     n = inputs.shape[0]
     target = _split_target(target, n)
     parameter = next(model.parameters(), None)
