@@ -43,7 +43,7 @@ from leanxai.route.routed import (
     ConfidenceCascade,
     Escalation,
     RoutedClassifier,
-    _check_escalate,
+    check_escalate,
     count_flops,
 )
 from leanxai.route.router import TIERS, TierRouter, smallest_correct_tier
@@ -219,7 +219,7 @@ def simulate(
         ``(N,)`` each.
     """
     n, n_tiers, _ = outputs.probabilities.shape
-    thresholds = _check_escalate(escalate, n_tiers)
+    thresholds = check_escalate(escalate, n_tiers)
     stage = np.asarray(start, dtype=np.int64).copy()
     rows = np.arange(n)
     flops = np.full(n, outputs.probe_flops if probe else 0, dtype=np.int64)
@@ -497,7 +497,7 @@ def evaluate_policies(
         _result(outputs, "router", "router", operating, prediction, tier, flops, routed_at_point)
     )
     if escalate is not None:
-        thresholds = _check_escalate(escalate, n_tiers)
+        thresholds = check_escalate(escalate, n_tiers)
         assert thresholds is not None
         escalate_at = operating if escalate_tau is None else escalate_tau
         routed_escalating = _route_from(sufficiency, escalate_at)
@@ -530,7 +530,7 @@ def evaluate_policies(
             results.append(row)
     first = np.zeros(n, dtype=np.int64)
     if cascade is not None:
-        thresholds = _check_escalate(cascade, n_tiers, name="cascade")
+        thresholds = check_escalate(cascade, n_tiers, name="cascade")
         assert thresholds is not None
         prediction, tier, flops = simulate(outputs, first, escalate=thresholds, probe=False)
         results.append(_result(outputs, "cascade", "cascade", thresholds, prediction, tier, flops))

@@ -29,7 +29,14 @@ from leanxai.explainers.base import check_images
 from leanxai.route.features import FeatureExtractor
 from leanxai.route.router import TIERS, TierRouter
 
-__all__ = ["ConfidenceCascade", "Escalation", "RoutedClassifier", "RoutedResult", "count_flops"]
+__all__ = [
+    "ConfidenceCascade",
+    "Escalation",
+    "RoutedClassifier",
+    "RoutedResult",
+    "check_escalate",
+    "count_flops",
+]
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ Escalation = float | Sequence[float]
 """An escalation threshold: one number for every tier, or one per tier but the last."""
 
 
-def _check_escalate(
+def check_escalate(
     value: object, n_tiers: int, name: str = "escalate"
 ) -> tuple[float, ...] | None:
     """``None``, or one threshold in ``[0, 1]`` per tier but the last (one number: the same for
@@ -316,7 +323,7 @@ class RoutedClassifier:
         n_tiers = 1 + len(self.tiers)
         self.router = _check_router(router, n_tiers)
         self._tau = None if tau is None else validate.fraction("tau", tau)
-        self._escalate = _check_escalate(escalate, n_tiers)
+        self._escalate = check_escalate(escalate, n_tiers)
         self.probe = probe
         self.tau = tau
         self.escalate = escalate
@@ -384,7 +391,7 @@ class ConfidenceCascade:
         self.tiers = _check_tiers("tiers", tiers)
         if threshold is None:
             raise InputError("threshold must be a number in [0, 1], got None")
-        self._threshold = _check_escalate(threshold, len(self.tiers), name="threshold")
+        self._threshold = check_escalate(threshold, len(self.tiers), name="threshold")
         self.threshold = threshold
         self._stages = _Stages(self.tiers)
 
