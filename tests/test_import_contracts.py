@@ -51,3 +51,26 @@ def test_a_deliberate_violation_fails(tmp_path, module, line, contract):
     assert "BROKEN" in result.stdout
     broken = result.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken
+
+
+def test_no_package_imports_a_private_name_of_another():
+    """A leading underscore means "not for other packages": a library part (or the CLI) that
+    needs it should get a public name instead."""
+    import ast
+
+    offenders = []
+    for path in (ROOT / "src" / "leanxai").rglob("*.py"):
+        parts = path.relative_to(ROOT / "src").with_suffix("").parts
+        package = parts[1] if len(parts) > 2 else parts[-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module):
+                continue
+            module = node.module.split(".")
+            if module[0] != "leanxai" or len(module) < 2 or module[1] == package:
+                continue
+            offenders += [
+                f"{path.relative_to(ROOT)}: {node.module}.{alias.name}"
+                for alias in node.names
+                if alias.name.startswith("_")
+            ]
+    assert offenders == []

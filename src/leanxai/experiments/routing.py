@@ -193,7 +193,7 @@ def load_routing(
         Retrain the router (the tiers stay cached).
     """
     from leanxai.zoo.tiers import TIERS, load_tiers, tier_version
-    from leanxai.zoo.train import _cache_directory
+    from leanxai.zoo.train import cache_directory
 
     if dataset not in DATASETS:
         raise InputError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -203,7 +203,7 @@ def load_routing(
     # The router is trained on the tiers' behaviour: a retrained tier makes a new cache file.
     tiers_key = "".join(tier_version(dataset, tier) for tier in TIERS)
     name = f"router_{dataset}-{ROUTER_VERSION}-{tiers_key}.safetensors"
-    path = _cache_directory(cache_dir) / name
+    path = cache_directory(cache_dir) / name
     router: TierRouter | None = None
     metadata: dict[str, Any] = {}
     if path.exists() and not retrain:
