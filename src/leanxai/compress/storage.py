@@ -10,10 +10,11 @@ Layout of a file (a safetensors file, so its header is JSON and its tensors raw 
   ``nn.Sequential`` of standard layers, a list of ``{"type": "Linear", "args": {...}}`` (nested
   Sequentials allowed); for a model of a registered architecture (:mod:`.architectures`: the
   zoo's models), ``{"type": <registered name>, "args": <its describe()>, "module": <the module
-  that registers it>}``. Only allow-listed ``torch.nn`` layers and registered architectures are
-  ever built, and only a module of leanxai is ever imported to register one. Anything else is
-  ``null`` and loading needs a ``model`` skeleton. Files written before the registry name the
-  zoo's ``SmallCNN`` and ``VGGStyle`` without ``module``; they still load.
+  that registers it>}``. The zoo's ``SmallCNN`` and ``VGGStyle`` omit ``module`` (it is
+  ``leanxai.zoo.cnn``), as every file did before the registry, so their files are unchanged.
+  Only allow-listed ``torch.nn`` layers and registered architectures are ever built, and only a
+  module of leanxai is ever imported to register one. Anything else is ``null`` and loading
+  needs a ``model`` skeleton.
 - ``encodings``: JSON, state-dict key -> how it is stored (below); ``dtype``: the model's float
   dtype; ``sha256``: hash of every tensor's name and bytes and (from format version 2) of the
   other metadata entries, so flipped bytes are caught in the header as well as in the data.
@@ -167,15 +168,20 @@ _LAYERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]]]] = {
 }
 
 
-# Architectures of files written before the registry, which did not record a module.
-_LEGACY_MODULES = {"SmallCNN": "leanxai.zoo.cnn", "VGGStyle": "leanxai.zoo.cnn"}
+# Architectures whose module a file does not record: the zoo's CNNs, which files named before
+# the registry existed. Their descriptions keep that layout byte for byte, so their file sizes
+# (the README's compression figures) and older readers are unchanged.
+_IMPLIED_MODULES = {"SmallCNN": "leanxai.zoo.cnn", "VGGStyle": "leanxai.zoo.cnn"}
 
 
 def _describe(model: nn.Module) -> dict[str, Any] | None:
     registered = architecture_of(model)
     if registered is not None:
         entry, arguments = registered
-        return {"type": entry.name, "args": _jsonable(arguments), "module": entry.module}
+        description = {"type": entry.name, "args": _jsonable(arguments)}
+        if _IMPLIED_MODULES.get(entry.name) != entry.module:
+            description["module"] = entry.module
+        return description
     if type(model) is nn.Sequential:
         layers = [_describe(child) for child in model]
         if any(layer is None for layer in layers):
@@ -219,7 +225,7 @@ def _build(description: Any) -> nn.Module:
     args = {str(k): _untuple(v) for k, v in args.items()}
     if kind in _LAYERS:
         return _LAYERS[kind][0](**args)
-    module = description.get("module", _LEGACY_MODULES.get(kind))
+    module = description.get("module", _IMPLIED_MODULES.get(kind))
     return build_architecture(kind, args, module)
 
 
