@@ -366,9 +366,10 @@ def methods(family: str | None) -> None:
 def _register_subcommands() -> None:
     from leanxai.cli.attribute import attribute
     from leanxai.cli.compress import compress
+    from leanxai.cli.export import export
     from leanxai.cli.route import route
 
-    for command in (attribute, compress, route):
+    for command in (attribute, compress, export, route):
         main.add_command(command)
 
 
