@@ -318,3 +318,24 @@ def test_balanced_indices_draws_every_class_from_sorted_labels():
     assert not np.array_equal(np.sort(chosen), chosen)  # shuffled, not in label order
     assert np.array_equal(chosen, balanced_indices(256, labels, seed=0))
     assert sorted(balanced_indices(10, 4).tolist()) == [0, 1, 2, 3]
+
+
+def test_image_folder_keeps_a_share_out_for_the_check(tmp_path):
+    folder = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):  # listed class by class, as folders usually are
+        (folder / label).mkdir(parents=True)
+        for i in range(5):
+            pixels = (rng.random((20, 20, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / label / f"{i}.png")
+    result = CliRunner().invoke(
+        main,
+        [
+            "compress", "--model", "py:leanxai_cli_compress_models:tiny_cnn", "--data",
+            str(folder), "--out", str(tmp_path / "cnn.safetensors"), "--size", "16",
+            "--finetune-steps", "0",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 8 images of images (shuffled" in result.output
+    assert "check on 2 images of images kept out of calibration" in result.output

@@ -153,7 +153,9 @@ def _from_array(data: str, path: Path, count: int) -> _Data:
         f"{calibration.size} of the {array.shape[0]} rows of {path.name} (shuffled, seed {SEED})",
         inputs[torch.from_numpy(held_out)] if held_out.size else None,
         None,
-        f"{held_out.size} rows of {path.name} kept out of calibration",
+        f"{held_out.size} rows of {path.name} kept out of calibration"
+        if held_out.size
+        else f"{path.name} has {array.shape[0]} row, too few to keep one out of calibration",
     )
 
 
@@ -191,13 +193,18 @@ def _from_folder(data: str, path: Path, loaded: Any, count: int, size: Any) -> _
     if inputs is None:
         fail(f"--data {data!r} holds no readable image")
     checked = load(held_out)
+    if checked is not None:
+        held_out_source = f"{checked.shape[0]} images of {path.name} kept out of calibration"
+    elif held_out.size:
+        held_out_source = f"none of the {held_out.size} images kept out of calibration was readable"
+    else:
+        held_out_source = f"{path.name} has 1 image, too few to keep one out of calibration"
     return _Data(
         inputs,
         f"{inputs.shape[0]} images of {path.name} (shuffled, seed {SEED})",
         checked,
         None,
-        f"{0 if checked is None else checked.shape[0]} images of {path.name} kept out of "
-        "calibration",
+        held_out_source,
     )
 
 
@@ -229,10 +236,7 @@ def _check(original: torch.nn.Module, reloaded: torch.nn.Module, data: _Data) ->
     """Lines that report how the reloaded model does against the original on held-out inputs;
     the last one, if any, is a warning."""
     if data.held_out is None or len(data.held_out) == 0:
-        return [
-            f"no held-out check: {data.calibration_source} went to calibration, none was left "
-            "to check on"
-        ]
+        return [f"no held-out check: {data.held_out_source}"]
     before, after = _predict(original, data.held_out), _predict(reloaded, data.held_out)
     n = before.numel()
     agreement = float((before == after).float().mean())
