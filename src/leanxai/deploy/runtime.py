@@ -75,6 +75,7 @@ class ExplainedModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # not the note that requested_target has a default
         self.session = ort.InferenceSession(
             str(path), options, providers=providers or ["CPUExecutionProvider"]
         )
