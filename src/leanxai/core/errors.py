@@ -66,3 +66,8 @@ def one_line(error: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(error).__name__
+
+
+class LayerWarning(UserWarning):
+    """A target layer whose map may mislead (the model's first layer shows the input more than the
+    decision)."""

@@ -16,9 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from leanxai.core.errors import LayerError
+from leanxai.core.errors import InputError, LayerError
 
-__all__ = ["Capture", "capture", "eval_mode", "input_of", "record_outputs"]
+__all__ = [
+    "Capture",
+    "OutputRecord",
+    "capture",
+    "eval_mode",
+    "input_of",
+    "module_calls",
+    "record_outputs",
+]
 
 
 @dataclass
@@ -71,10 +79,12 @@ def capture(
         Dotted names of modules whose first input and output to keep (used to verify a model head).
     grad_from
         One of ``layers``. Its output is kept as a leaf tensor that requires grad, and grad mode is
-        switched on from that point of the forward, so that the caller can run the part of the
-        network before the layer under :func:`torch.no_grad` and still take
-        ``torch.autograd.grad(score, capture.outputs[grad_from])``. The network continues with a
-        copy of the leaf, so in-place operations after the layer are allowed.
+        switched on from that point of the forward until ``model``'s forward returns (or raises),
+        so that the caller can run the part of the network before the layer under
+        :func:`torch.no_grad` and still take
+        ``torch.autograd.grad(score, capture.outputs[grad_from])``; code after the forward inside
+        the block runs in the caller's grad mode. The network continues with a copy of the leaf,
+        so in-place operations after the layer are allowed.
 
     Yields
     ------
@@ -82,9 +92,11 @@ def capture(
         Filled in as forward passes run inside the block.
     """
     if grad_from is not None and grad_from not in layers:
-        raise ValueError(f"grad_from={grad_from!r} must be one of layers={list(layers)!r}")
+        raise InputError(f"grad_from={grad_from!r} must be one of layers={list(layers)!r}")
     record = Capture()
     grad_was_enabled = torch.is_grad_enabled()
+    # Grad mode before the layer switched it on, while the model's forward is between the two.
+    switched: list[bool] = []
 
     def output_hook(name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
@@ -97,8 +109,9 @@ def capture(
             if name == grad_from:
                 leaf = output.detach().requires_grad_(True)
                 record.outputs[name] = leaf
-                # Start recording here: nothing before the layer needs a graph. The grad mode set
-                # here is restored when the block ends.
+                # Start recording here: nothing before the layer needs a graph. The model's own
+                # forward hook (below) restores the grad mode when the forward ends.
+                switched.append(torch.is_grad_enabled())
                 torch.set_grad_enabled(True)
                 return leaf.clone()
             record.outputs[name] = output.detach().clone()
@@ -116,8 +129,16 @@ def capture(
 
         return hook
 
+    def forward_ended(module: nn.Module, args: Any, output: Any) -> None:
+        while switched:
+            torch.set_grad_enabled(switched.pop())
+
     with contextlib.ExitStack() as stack:
-        stack.callback(torch.set_grad_enabled, grad_was_enabled)
+        stack.callback(torch.set_grad_enabled, grad_was_enabled)  # also if the forward never ends
+        if grad_from is not None:
+            # always_call: runs when the forward raises too.
+            handle = model.register_forward_hook(forward_ended, always_call=True)
+            stack.callback(handle.remove)
         for name in layers:
             handle = _module(model, name).register_forward_hook(output_hook(name))
             stack.callback(handle.remove)
@@ -134,6 +155,9 @@ class OutputRecord:
     name: str
     module: nn.Module
     shape: tuple[int, ...] | None  # None when the output is not a tensor
+    # Shape of the first tensor the module received (positional, then keyword); None when it
+    # received none (a module that computes from its own parameters, like a position bias).
+    input_shape: tuple[int, ...] | None = None
 
 
 class _Reached(BaseException):
@@ -175,38 +199,72 @@ def input_of(model: nn.Module, name: str, *args: Any) -> tuple[Any, bool]:
 def record_outputs(model: nn.Module) -> Iterator[list[OutputRecord]]:
     """Record the name and output shape of every submodule call, in the order the calls finish.
 
-    Used by target-layer discovery. Nothing is kept but shapes.
+    Used by target-layer discovery. Nothing is kept but shapes (of each output and of the first
+    tensor input).
     """
     seen: list[OutputRecord] = []
 
     def hook_for(name: str) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
+        def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
-            seen.append(OutputRecord(name, module, shape))
+            first = next(
+                (value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor)),
+                None,
+            )
+            input_shape = tuple(first.shape) if first is not None else None
+            seen.append(OutputRecord(name, module, shape, input_shape))
 
         return hook
 
     with contextlib.ExitStack() as stack:
         for name, module in model.named_modules():
             if name:
-                handle = module.register_forward_hook(hook_for(name))
+                handle = module.register_forward_hook(hook_for(name), with_kwargs=True)
                 stack.callback(handle.remove)
         yield seen
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block, then restore each ``training`` flag."""
+def eval_mode(
+    model: nn.Module, enabled: bool = True, modules: Sequence[nn.Module] | None = None
+) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each ``training`` flag.
+
+    ``modules``: every module of ``model`` when the caller has walked the tree already (see
+    :func:`leanxai.core.layers.module_tree`), to spare a second walk.
+    """
     if not enabled:
         yield model
         return
-    flags = [(module, module.training) for module in model.modules()]
-    if not any(training for _, training in flags):  # already in eval mode: nothing to undo
+    if modules is None:
+        modules = tuple(model.modules())
+    if not any(module.training for module in modules):  # already in eval mode: nothing to undo
         yield model
         return
+    flags = [(module, module.training) for module in modules]
     try:
         model.eval()  # through eval(), so that modules overriding train() are respected
         yield model
     finally:
         for module, training in flags:
             module.training = training
+
+
+@contextlib.contextmanager
+def module_calls(model: nn.Module, name: str) -> Iterator[list[tuple[Any, Any]]]:
+    """Record ``(first positional input, output)`` of each call of the module ``name`` in the block.
+
+    Unlike :func:`capture`, any output type is kept as it is (a recurrent layer returns a tuple,
+    its first element a tensor or a :class:`~torch.nn.utils.rnn.PackedSequence`); nothing is
+    copied or changed. The hook is removed when the block ends, whatever happens.
+    """
+    calls: list[tuple[Any, Any]] = []
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        calls.append((args[0] if args else None, output))
+
+    handle = _module(model, name).register_forward_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from leanxai.core.errors import LayerError
-from leanxai.core.hooks import record_outputs
+from leanxai.core.hooks import OutputRecord, record_outputs
 
-__all__ = ["find_head_linear", "find_target_layer", "resolve_layer"]
+__all__ = [
+    "Discovery",
+    "ModuleTree",
+    "discover_target_layer",
+    "find_head_linear",
+    "find_target_layer",
+    "module_tree",
+    "resolve_layer",
+]
 
 # Modules that belong to a classifier head even when their output is still 4-D.
 _HEAD_TYPES: tuple[type[nn.Module], ...] = (
@@ -53,38 +62,83 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
     raise LayerError(f"layer {layer!r} does not exist in {type(model).__name__}{hint}")
 
 
-def find_target_layer(model: nn.Module, inputs: torch.Tensor) -> str:
-    """Find the last module whose output is a spatial feature map ``(B, C, h, w)`` with ``h*w > 1``.
+@dataclass(frozen=True)
+class Discovery:
+    """The layer :func:`discover_target_layer` picked, and whether it is the model's first.
+
+    ``first`` is true when nothing but the input comes before the layer: when it returns, at most
+    one module with parameters of its own has run (the layer itself, or the one module inside it),
+    so its map shows the input more than the decision (a vision transformer's patch embedding).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    first: bool
+
+
+def _is_spatial_map(record: OutputRecord, inputs: torch.Tensor) -> bool:
+    """A ``(B, C, h, w)`` output of a module that received the batch: a feature map of ``inputs``.
+
+    It must carry the inputs' batch size, and so must the module's input (a position bias computed
+    from the module's own parameters has shape ``(1, heads, N, N)`` whatever the batch); its
+    ``h x w`` must have more than one position and be no larger than the image.
+    """
+    shape, batch = record.shape, inputs.shape[0]
+    return (
+        shape is not None
+        and len(shape) == 4
+        and shape[0] == batch
+        and record.input_shape is not None
+        and len(record.input_shape) > 0
+        and record.input_shape[0] == batch
+        and shape[2] * shape[3] > 1
+        and shape[2] <= inputs.shape[2]
+        and shape[3] <= inputs.shape[3]
+        and not isinstance(record.module, _HEAD_TYPES)
+    )
+
+
+def discover_target_layer(model: nn.Module, inputs: torch.Tensor) -> Discovery:
+    """Find the last module whose output is a spatial feature map ``(B, C, h, w)`` of ``inputs``.
 
     Runs one forward pass on ``inputs`` under :func:`torch.no_grad` (the caller puts the model in
     eval mode); the whole batch, since exported programs may only accept the shape they were
-    exported with. Calls are ordered by when they finish, so of several modules
-    returning the same tensor the outermost wins (``features`` rather than ``features.11``).
-    Adaptive pooling, dropout, flatten and identity modules count as part of the head.
+    exported with. A candidate's output and the input it received both carry the inputs' batch
+    size ``B``, and its ``h x w`` has more than one position and fits in the image. Calls are
+    ordered by when they finish, so of several modules returning the same tensor the outermost
+    wins (``features`` rather than ``features.11``). Adaptive pooling, dropout, flatten and
+    identity modules count as part of the head.
 
     Raises
     ------
     LayerError
-        When no module produces a 4-D output with more than one spatial position.
+        When no module produces such a map.
     """
     from leanxai.core.models import logits_of
 
     with torch.no_grad(), record_outputs(model) as seen:
         logits_of(model(inputs))
-    candidates = [
-        record.name
-        for record in seen
-        if record.shape is not None
-        and len(record.shape) == 4
-        and record.shape[2] * record.shape[3] > 1
-        and not isinstance(record.module, _HEAD_TYPES)
-    ]
+    candidates = [index for index, record in enumerate(seen) if _is_spatial_map(record, inputs)]
     if not candidates:
         raise LayerError(
-            f"{type(model).__name__} has no layer with a 4-D (B, C, H, W) output; "
+            f"{type(model).__name__} has no layer with a 4-D (B, C, H, W) output of the batch; "
             "CAM methods need a convolutional feature map (pass layer=... to choose one)"
         )
-    return candidates[-1]
+    index = candidates[-1]
+    record = seen[index]
+    # The first layer: at most one module with parameters of its own (the layer, or the one
+    # module inside it) has run when the layer returns.
+    learned = sum(
+        any(parameter is not None for parameter in earlier.module._parameters.values())
+        for earlier in seen[: index + 1]
+    )
+    assert record.shape is not None  # a candidate has a shape
+    return Discovery(record.name, record.shape, learned <= 1)
+
+
+def find_target_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+    """The name of the layer :func:`discover_target_layer` picks."""
+    return discover_target_layer(model, inputs).name
 
 
 def find_head_linear(model: nn.Module) -> str | None:
@@ -94,3 +148,29 @@ def find_head_linear(model: nn.Module) -> str | None:
         if isinstance(module, nn.Linear):
             last = name
     return last
+
+
+ModuleTree = tuple[tuple[nn.Module, ...], tuple[tuple[str, ...], ...]]
+"""Every module of a model (the model first, each once) and each one's child names, in order."""
+
+
+def module_tree(model: nn.Module) -> ModuleTree:
+    """The model's modules and their child names: equal for two calls exactly when no submodule
+    was added, removed, replaced or renamed in between.
+
+    Modules compare by identity, and the tuple holds them, so an identity is never reused while the
+    value is kept. One walk, cheaper than :meth:`torch.nn.Module.named_modules` (no name strings):
+    callers use it both to validate what they cached about the model's structure and as the list
+    of modules whose ``training`` flags to save.
+    """
+    modules = [model]
+    names = []
+    seen = {id(model)}
+    for module in modules:  # grows while we walk it: breadth first
+        children = module._modules
+        names.append(tuple(children))
+        for child in children.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                modules.append(child)
+    return tuple(modules), tuple(names)

@@ -13,7 +13,7 @@ from leanxai.core import validate
 from leanxai.core.errors import InputTypeError
 from leanxai.core.targets import Target
 
-__all__ = ["Explainer", "Explanation", "check_images", "normalize_maps"]
+__all__ = ["Explainer", "Explanation", "check_images", "normalize_maps", "normalize_maps_"]
 
 Path = Literal["forward", "autograd"]
 
@@ -92,5 +92,15 @@ def check_images(inputs: object, name: str = "inputs") -> torch.Tensor:
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     """Divide each ``(B, H, W)`` map by its maximum; all-zero maps stay zero."""
-    peak = maps.flatten(1).amax(dim=1).clamp_min_(torch.finfo(maps.dtype).tiny)
-    return maps / peak[:, None, None]
+    return maps / _peaks(maps)
+
+
+def normalize_maps_(maps: torch.Tensor) -> torch.Tensor:
+    """:func:`normalize_maps` in place, for maps the caller owns (one allocation less per call)."""
+    return maps.div_(_peaks(maps))
+
+
+def _peaks(maps: torch.Tensor) -> torch.Tensor:
+    """Each map's maximum, ``(B, 1, ...)``, at least the dtype's smallest normal number."""
+    peak = maps.amax(dim=tuple(range(1, maps.dim())), keepdim=True)
+    return peak.clamp_min_(torch.finfo(maps.dtype).tiny)

@@ -18,27 +18,61 @@ Two exact ways to get the gradient:
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanxai.core.errors import LayerError
-from leanxai.core.hooks import Capture, capture, eval_mode
-from leanxai.core.layers import find_head_linear, find_target_layer, resolve_layer
+from leanxai.core import validate
+from leanxai.core.errors import InputError, LayerError, LayerWarning, ModelOutputError
+from leanxai.core.hooks import capture, eval_mode
+from leanxai.core.layers import (
+    ModuleTree,
+    discover_target_layer,
+    find_head_linear,
+    module_tree,
+    resolve_layer,
+)
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
-from leanxai.explainers.base import Explainer, Explanation, check_images, normalize_maps
+from leanxai.explainers.base import Explainer, Explanation, check_images, normalize_maps_
 from leanxai.explainers.registry import register
 
 __all__ = ["CAMExplainer", "GradCAM", "GradCAMPlusPlus"]
 
 PathOption = Literal["auto", "forward", "autograd"]
 
+_INFINITY = float("inf")
+
+
+class _StructureFacts:
+    """What an explainer learned about its model's module tree; valid while the tree is equal.
+
+    Only structure is kept (names, the head module), never anything computed from parameter
+    values: the head's weight rows are read on every call, so weights edited in place (even through
+    ``.data``, which no version counter sees) cannot make a cached fact wrong.
+    """
+
+    __slots__ = ("first", "head", "head_known", "layer", "layer_argument", "tree")
+
+    def __init__(self, tree: ModuleTree) -> None:
+        self.tree = tree
+        self.layer: str | None = None  # resolved or discovered for ``layer_argument``
+        self.layer_argument: str | nn.Module | None = None
+        self.first = False  # the discovered layer is the model's first
+        self.head: nn.Linear | None = None
+        self.head_known = False
+
 
 class CAMExplainer(Explainer):
     """Shared engine of the CAM methods; subclasses override :meth:`cam_weights` only.
+
+    One call runs four steps: the forward pass (logits and the target layer's activations), the
+    gradient source (the forward path's constant weight rows, or autograd), the channel weights
+    (:meth:`cam_weights`), and the map (ReLU, bilinear upsampling, normalisation).
 
     Parameters
     ----------
@@ -46,7 +80,8 @@ class CAMExplainer(Explainer):
         A classifier returning ``(B, K)`` logits (or a transformers ``ModelOutput``).
     layer
         Dotted name or submodule of the target layer; ``None`` picks the last module with a spatial
-        4-D output (see :func:`leanxai.core.layers.find_target_layer`).
+        4-D output of the batch (see :func:`leanxai.core.layers.discover_target_layer`), with a
+        :class:`~leanxai.core.errors.LayerWarning` when that is the model's first layer.
     path
         ``"auto"`` (default) uses the forward-only path where it is exact and autograd elsewhere;
         ``"forward"`` insists on it (a :class:`LayerError` when the head is not GAP + linear);
@@ -54,6 +89,12 @@ class CAMExplainer(Explainer):
     eval_mode
         Run the model in eval mode during the call (then restore every ``training`` flag), so that
         dropout is off and batch-norm statistics are not updated.
+
+    Notes
+    -----
+    Called inside :func:`torch.no_grad` or :func:`torch.inference_mode`, the explainer enables
+    what the gradient needs for the call only; the one case it cannot serve is a model that holds
+    inference tensors after the target layer (an :class:`InputError` says so).
     """
 
     name = "cam"
@@ -67,14 +108,13 @@ class CAMExplainer(Explainer):
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model)
-        if path not in ("auto", "forward", "autograd"):
-            raise ValueError(f"path must be 'auto', 'forward' or 'autograd', got {path!r}")
+        validate.choice("path", path, ("auto", "forward", "autograd"))
         self.layer = layer
         self.path = path
         self.eval_mode = eval_mode
-        # Caches of facts about the model, never state on it.
-        self._layer_name: str | None = None
-        self._head_name: str | None = None
+        # Facts about the model's structure, checked against its module tree on every call; never
+        # state on the model.
+        self._facts: _StructureFacts | None = None
         self._forward_verified: dict[str, bool] = {}
 
     # -- the override point ---------------------------------------------------------------------
@@ -92,71 +132,7 @@ class CAMExplainer(Explainer):
         """
         return self.cam_weights(activations, rows[:, :, None, None].expand_as(activations))
 
-    # -- the engine -----------------------------------------------------------------------------
-
-    def _target_layer(self, inputs: torch.Tensor) -> str:
-        if self.layer is not None:
-            return resolve_layer(self.model, self.layer)
-        if self._layer_name is None:
-            with torch.no_grad():
-                self._layer_name = find_target_layer(self.model, inputs)
-        return self._layer_name
-
-    def _head(self) -> str | None:
-        if self._head_name is None:
-            self._head_name = find_head_linear(self.model) or ""
-        return self._head_name or None
-
-    def _run(self, inputs: torch.Tensor, layer: str, graph: bool) -> tuple[Capture, torch.Tensor]:
-        with (
-            torch.no_grad(),
-            capture(
-                self.model,
-                [layer],
-                grad_from=layer if graph else None,
-            ) as record,
-        ):
-            logits = logits_of(self.model(inputs))
-        if record.calls.get(layer, 0) != 1:
-            raise LayerError(
-                f"layer {layer!r} ran {record.calls.get(layer, 0)} times in one forward pass; "
-                "choose a layer that runs exactly once"
-            )
-        activations = record.outputs[layer]
-        if activations.dim() != 4:
-            raise LayerError(
-                f"layer {layer!r} returns shape {tuple(activations.shape)}; CAM methods need a "
-                "(B, C, h, w) feature map"
-            )
-        return record, logits
-
-    def _head_gradient(
-        self, record: Capture, layer: str, head: str | None, logits: torch.Tensor
-    ) -> torch.Tensor | None:
-        """The head's ``(K, C)`` weight when ``logits == linear(mean_hw(A))`` on this batch.
-
-        One hook (the target layer) and one small matrix product: the logits the model returned
-        must equal the last linear layer applied to the spatial mean of the activation.
-        """
-        if head is None:
-            return None
-        linear = self.model.get_submodule(head)
-        activations = record.outputs[layer].detach()  # (B, C, h, w)
-        if (
-            not isinstance(linear, nn.Linear)
-            or linear.in_features != activations.shape[1]
-            or linear.out_features != logits.shape[1]
-        ):
-            return None
-        logits = logits.detach()
-        predicted = F.linear(activations.mean(dim=(2, 3)), linear.weight, linear.bias)  # (B, K)
-        infinity = float("inf")
-        error, scale = torch.stack(
-            [torch.dist(predicted, logits, infinity), torch.linalg.vector_norm(logits, infinity)]
-        ).tolist()
-        if not error <= 1e-4 * scale + 1e-6:  # also False for NaN
-            return None
-        return linear.weight.detach()  # (K, C); the gradient is W[k] / (h * w)
+    # -- one call -------------------------------------------------------------------------------
 
     def explain(self, inputs: torch.Tensor, target: Target = None) -> Explanation:
         """Explain ``inputs`` for ``target``.
@@ -171,62 +147,39 @@ class CAMExplainer(Explainer):
         Returns
         -------
         Explanation
-            With ``heatmap``, ``cam``, ``target``, ``logits``, ``layer`` and ``path``.
+            With ``heatmap``, ``cam``, ``target``, ``logits``, ``layer`` and ``path``; one map per
+            input.
+
+        Raises
+        ------
+        LayerError
+            When the target layer does not give one ``(h, w)`` map per input with ``h * w > 1``.
         """
         inputs = check_images(inputs)
-        with eval_mode(self.model, self.eval_mode):
-            layer = self._target_layer(inputs)
-            head = self._head() if self.path != "autograd" else None
-            verified = self._forward_verified.get(layer)
-            graph = self.path == "autograd" or (self.path == "auto" and not verified)
-            record, logits = self._run(inputs, layer, graph)
-            classes = resolve_target(target, logits.detach())
-            head_grad = None
-            if self.path != "autograd" and verified is not False:
-                head_grad = self._head_gradient(record, layer, head, logits)
-            if self.path == "forward" and head_grad is None:
-                raise LayerError(
-                    f"path='forward' needs layer {layer!r} to be followed only by global average "
-                    "pooling and one linear layer; use path='auto'"
+        tree = module_tree(self.model)
+        facts = self._structure_facts(tree)
+        with eval_mode(self.model, self.eval_mode, modules=tree[0]):
+            layer, discovered_first = self._target_layer(facts, inputs)
+            if discovered_first:
+                warnings.warn(
+                    LayerWarning(
+                        f"the target layer {layer!r} is the model's first layer (nothing but the "
+                        "input comes before it): its map reflects the input more than the "
+                        "decision; pass layer=... to choose a deeper one"
+                    ),
+                    stacklevel=2,
                 )
-            activations = record.outputs[layer]  # (B, C, h, w)
-            gradients = None
-            rows = None
-            if head_grad is not None:
-                height, width = activations.shape[2:]
-                rows = head_grad[classes] / (height * width)  # (B, C)
-                gradients = rows[:, :, None, None].expand_as(activations)
-                if graph and self.path == "auto":
-                    # Verify once per layer that the analytic gradient is the true one.
-                    exact = self._autograd_gradient(activations, logits, classes)
-                    ok = torch.allclose(
-                        exact, gradients, rtol=1e-3, atol=1e-6 * float(exact.abs().amax())
-                    )
-                    self._forward_verified[layer] = ok
-                    if not ok:
-                        gradients = exact
-                        head_grad = None
-            if gradients is None:
-                if not activations.requires_grad:  # the forward path failed a check: redo
-                    record, logits = self._run(inputs, layer, graph=True)
-                    activations = record.outputs[layer]
-                gradients = self._autograd_gradient(activations, logits, classes)
-            with torch.no_grad():
-                activations = activations.detach()
-                if head_grad is not None and rows is not None:
-                    weights = self.constant_gradient_weights(activations, rows)  # (B, C)
-                else:
-                    weights = self.cam_weights(activations, gradients)  # (B, C)
-                batch, channels, height, width = activations.shape
-                cam = torch.bmm(weights[:, None, :], activations.reshape(batch, channels, -1))
-                cam = cam.relu_().view(batch, height, width)  # (B, h, w)
-                heatmap = F.interpolate(
-                    cam[:, None].float(),
-                    size=inputs.shape[2:],
-                    mode="bilinear",
-                    align_corners=False,
-                )[:, 0]
-                heatmap = normalize_maps(heatmap)  # bilinear keeps it >= 0
+            graph = self.path == "autograd" or (
+                self.path == "auto" and not self._forward_verified.get(layer)
+            )
+            with _outside_inference_mode(self.path != "forward"):
+                activations, logits = self._forward(inputs, layer, graph)
+                classes = resolve_target(target, logits.detach())
+                rows, gradients = self._gradient_source(
+                    facts, inputs, layer, activations, logits, classes
+                )
+            weights = self._weights(activations, rows, gradients)  # (B, C)
+            cam, heatmap = _map(weights, activations, inputs.shape[2:])
         return Explanation(
             heatmap=heatmap,
             target=classes,
@@ -234,25 +187,244 @@ class CAMExplainer(Explainer):
             method=self.name,
             cam=cam,
             layer=layer,
-            path="forward" if head_grad is not None else "autograd",
+            path="forward" if rows is not None else "autograd",
         )
 
-    @staticmethod
-    def _autograd_gradient(
-        activations: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
-    ) -> torch.Tensor:
-        if not logits.requires_grad:
+    # -- the steps ------------------------------------------------------------------------------
+
+    def _structure_facts(self, tree: ModuleTree) -> _StructureFacts:
+        """The cached facts when the module tree is the one they were learned on, else fresh ones.
+
+        The tree's first module is the model itself, so a new model (``explainer.model = ...``)
+        also starts afresh.
+        """
+        facts = self._facts
+        if facts is None or facts.tree != tree:
+            facts = self._facts = _StructureFacts(tree)
+            self._forward_verified = {}
+        return facts
+
+    def _target_layer(self, facts: _StructureFacts, inputs: torch.Tensor) -> tuple[str, bool]:
+        """The layer's dotted name, and whether it was just discovered to be the model's first."""
+        if facts.layer is not None and facts.layer_argument is self.layer:
+            return facts.layer, False
+        if self.layer is not None:
+            name, first = resolve_layer(self.model, self.layer), False
+        else:
+            with torch.no_grad():
+                discovery = discover_target_layer(self.model, inputs)
+            name, first = discovery.name, discovery.first
+        facts.layer, facts.layer_argument, facts.first = name, self.layer, first
+        return name, first
+
+    def _forward(
+        self, inputs: torch.Tensor, layer: str, graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, K)`` and the layer's activations ``(B, C, h, w)``, one pass.
+
+        With ``graph``, the activations are a leaf that requires grad and the logits depend on it;
+        nothing before the layer is recorded.
+        """
+        try:
+            with (
+                torch.no_grad(),
+                capture(self.model, [layer], grad_from=layer if graph else None) as record,
+            ):
+                logits = logits_of(self.model(inputs))
+        except RuntimeError as error:
+            if graph and "inference tensor" in str(error).lower():
+                raise _inference_tensor_error(self.model, inputs, layer) from error
+            raise
+        calls = record.calls.get(layer, 0)
+        if calls != 1:
             raise LayerError(
-                "the model's output does not depend on the target layer through a differentiable "
-                "path; choose another layer"
+                f"layer {layer!r} ran {calls} times in one forward pass; "
+                "choose a layer that runs exactly once"
             )
-        # Samples are independent in eval mode, so the sum of the selected scores gives each
-        # sample's own gradient in one call.
+        activations = record.outputs[layer]
+        batch = inputs.shape[0]
+        if activations.dim() != 4:
+            raise LayerError(
+                f"layer {layer!r} returns shape {tuple(activations.shape)}; CAM methods need a "
+                "(B, C, h, w) feature map"
+            )
+        if activations.shape[0] != batch:
+            raise LayerError(
+                f"layer {layer!r} returns shape {tuple(activations.shape)}, {activations.shape[0]} "
+                f"maps for a batch of {batch} inputs; choose a layer whose output is a "
+                "(B, C, h, w) feature map of the batch"
+            )
+        if activations.shape[2] == 1 and activations.shape[3] == 1:
+            raise LayerError(
+                f"layer {layer!r} returns a 1x1 map (shape {tuple(activations.shape)}); a 1x1 map "
+                "cannot localise: choose an earlier layer"
+            )
+        if logits.shape[0] != batch:
+            raise ModelOutputError(
+                f"the model returned logits of shape {tuple(logits.shape)} for a batch of {batch} "
+                "inputs; expected one row per input"
+            )
+        return activations, logits
+
+    def _gradient_source(
+        self,
+        facts: _StructureFacts,
+        inputs: torch.Tensor,
+        layer: str,
+        activations: torch.Tensor,
+        logits: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(rows, None)`` on the forward path, ``(None, gradients)`` on the autograd path.
+
+        ``rows`` ``(B, C)``: the gradient of each sample's class score, constant over positions.
+        ``gradients`` ``(B, C, h, w)``. On ``path="auto"`` the forward path is checked once per
+        layer (and module tree) against autograd; it is taken only while that check held.
+        """
+        rows = None
+        if self.path != "autograd" and self._forward_verified.get(layer) is not False:
+            rows = self._head_rows(facts, activations, logits, classes)
+        if self.path == "forward" and rows is None:
+            raise LayerError(
+                f"path='forward' needs layer {layer!r} to be followed only by global average "
+                "pooling and one linear layer; use path='auto'"
+            )
+        if rows is not None:
+            if not activations.requires_grad:  # verified, or path="forward"
+                return rows, None
+            # Verify once per layer that the analytic gradient is the true one.
+            exact = _autograd_gradient(activations, logits, classes)
+            constant = rows[:, :, None, None].expand_as(exact)
+            ok = torch.allclose(exact, constant, rtol=1e-3, atol=1e-6 * float(exact.abs().amax()))
+            self._forward_verified[layer] = ok
+            return (rows, None) if ok else (None, exact)
+        if not activations.requires_grad:  # the forward path failed this batch's check: redo
+            activations, logits = self._forward(inputs, layer, graph=True)
+        return None, _autograd_gradient(activations, logits, classes)
+
+    def _head(self, facts: _StructureFacts) -> nn.Linear | None:
+        if not facts.head_known:
+            name = find_head_linear(self.model)
+            head = self.model.get_submodule(name) if name is not None else None
+            facts.head = head if isinstance(head, nn.Linear) else None
+            facts.head_known = True
+        return facts.head
+
+    def _head_rows(
+        self,
+        facts: _StructureFacts,
+        activations: torch.Tensor,
+        logits: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """``W[k] / (h * w)`` per sample when ``logits == linear(mean_hw(A))`` on this batch.
+
+        Checked on every batch (the structure is cached, the numbers never): the logits the model
+        returned must equal the last linear layer applied to the spatial mean of the activation.
+        """
+        if self.path == "autograd":
+            return None
+        linear = self._head(facts)
+        _, channels, height, width = activations.shape
+        if (
+            linear is None
+            or linear.in_features != channels
+            or linear.out_features != logits.shape[1]
+        ):
+            return None
+        with torch.no_grad():
+            predicted = F.linear(activations.mean(dim=(2, 3)), linear.weight, linear.bias)
+            error, scale = torch.stack(
+                [
+                    torch.dist(predicted, logits, _INFINITY),
+                    torch.linalg.vector_norm(logits, _INFINITY),
+                ]
+            ).tolist()
+            if not error <= 1e-4 * scale + 1e-6:  # also False for NaN
+                return None
+            # The gradient of logit k is W[k] / (h * w) at every position.
+            return linear.weight.index_select(0, classes).div_(height * width)  # (B, C)
+
+    def _weights(
+        self,
+        activations: torch.Tensor,
+        rows: torch.Tensor | None,
+        gradients: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Channel weights ``(B, C)`` through the method's override point."""
+        with torch.no_grad():
+            activations = activations.detach()
+            if rows is not None:
+                return self.constant_gradient_weights(activations, rows)
+            assert gradients is not None
+            return self.cam_weights(activations, gradients)
+
+
+def _map(
+    weights: torch.Tensor, activations: torch.Tensor, size: torch.Size
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cam`` ``(B, h, w)`` (ReLU of the weighted sum) and ``heatmap`` ``(B, H, W)`` in [0, 1]."""
+    batch, channels, height, width = activations.shape
+    flat = activations.detach().reshape(batch, channels, height * width)
+    cam = torch.bmm(weights.detach().unsqueeze(1), flat).relu_()  # (B, 1, h * w)
+    heatmap = F.interpolate(
+        cam.view(batch, 1, height, width).float(), size=size, mode="bilinear", align_corners=False
+    )  # (B, 1, H, W), >= 0: bilinear weights are convex
+    return cam.view(batch, height, width), normalize_maps_(heatmap.reshape(batch, *size))
+
+
+def _autograd_gradient(
+    activations: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """``d logits[b, classes[b]] / d activations``, ``(B, C, h, w)``, whatever the grad mode."""
+    if not logits.requires_grad:
+        raise LayerError(
+            "the model's output does not depend on the target layer through a differentiable "
+            "path; choose another layer"
+        )
+    # Samples are independent in eval mode, so the sum of the selected scores gives each
+    # sample's own gradient in one call. enable_grad: the caller may be inside torch.no_grad().
+    with torch.enable_grad():
         score = logits.gather(1, classes[:, None]).sum()
         (gradients,) = torch.autograd.grad(score, activations, allow_unused=True)
-        if gradients is None:
-            raise LayerError("the model's output does not depend on the target layer")
-        return gradients.detach()
+    if gradients is None:
+        raise LayerError("the model's output does not depend on the target layer")
+    return gradients.detach()
+
+
+def _outside_inference_mode(leave: bool) -> contextlib.AbstractContextManager[object]:
+    """Leave :func:`torch.inference_mode` for the block when it is on and ``leave`` is true.
+
+    Autograd cannot record in inference mode; tensors made there (the inputs too) can still be
+    read by a forward pass outside it, which is all the explainer does with them.
+    """
+    if leave and torch.is_inference_mode_enabled():
+        return torch.inference_mode(False)
+    return contextlib.nullcontext()
+
+
+def _inference_tensor_error(model: nn.Module, inputs: torch.Tensor, layer: str) -> InputError:
+    """One line for a graph that meets inference tensors: which ones, and what to do."""
+    for kind, named in (("parameter", model.named_parameters), ("buffer", model.named_buffers)):
+        for name, tensor in named():
+            if tensor.is_inference():
+                return InputError(
+                    f"the model holds inference tensors (its {kind} {name!r} was created under "
+                    "torch.inference_mode()); autograd cannot take the gradient at layer "
+                    f"{layer!r} through them: create or load the model outside "
+                    "torch.inference_mode() (or use path='forward' for a global-average-pool + "
+                    "linear head)"
+                )
+    if inputs.is_inference():
+        return InputError(
+            "inputs are inference tensors (created under torch.inference_mode()); the model "
+            "changes them in place, which autograd cannot record: pass inputs.clone()"
+        )
+    return InputError(
+        "the model uses inference tensors (created under torch.inference_mode()) after layer "
+        f"{layer!r}; the gradient cannot pass through them: create them outside "
+        "torch.inference_mode()"
+    )
 
 
 @register(
