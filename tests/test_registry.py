@@ -16,6 +16,7 @@ from leanxai.core import families, validate
 from leanxai.core.errors import InputError, InputTypeError, LeanXAIError, one_line
 from leanxai.explainers import registry
 from leanxai.explainers.deepactif import FeatureAttribution
+from leanxai.explainers.recurrent import SequenceExplanation
 from leanxai.zoo.cnn import SmallCNN
 from leanxai.zoo.recurrent import RecurrentClassifier
 
@@ -166,10 +167,14 @@ def test_explain_picks_the_recurrent_family_and_deepactif():
     model = RecurrentClassifier(n_features=4, n_classes=3, hidden=8).eval()
     x = torch.randn(5, 7, 4)
     assert families.detect(model, x) == "recurrent"
-    result = leanxai.explain(model, x)
-    assert isinstance(result, FeatureAttribution)
-    assert (result.family, result.method) == ("recurrent", "deepactif")
-    assert result.importance.shape == (4,)
+    result = leanxai.explain(model, x)  # the default: DeepACTIF per input (issue 17)
+    assert isinstance(result, SequenceExplanation)
+    assert (result.family, result.method) == ("recurrent", "deepactif_map")
+    assert result.attribution.shape == (5, 7, 4)
+    ranking = leanxai.explain(model, x, method="deepactif")
+    assert isinstance(ranking, FeatureAttribution)
+    assert (ranking.family, ranking.method) == ("recurrent", "deepactif")
+    assert ranking.importance.shape == (4,)
     other = leanxai.explain(model, x, method="ablation")
     assert other.method == "ablation"
 

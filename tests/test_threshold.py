@@ -596,6 +596,7 @@ def test_all_names_exported() -> None:
         "mass",
         "multi_level",
         "spec_label",
+        "temporal_windows",
         "top_percent",
     }
     assert all(callable(getattr(threshold, name)) for name in threshold.__all__)

@@ -36,6 +36,7 @@ __all__ = [
     "mass",
     "multi_level",
     "spec_label",
+    "temporal_windows",
     "top_percent",
 ]
 
@@ -565,3 +566,74 @@ def spec_label(spec: str) -> str:
         return kind
     text = repr(value)
     return f"{kind}{text.removesuffix('.0')}"
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+def temporal_windows(
+    time_map: Tensor, percent: float, min_run: int = 1, *, mask: Tensor | None = None
+) -> Tensor:
+    """Keep the top steps of each time map, then close the gaps shorter than ``min_run``.
+
+    The ``k = ceil(percent / 100 * n)`` steps with the highest values are kept (``n`` the
+    number of valid steps; ties go to the earlier step; a step of value 0 is never kept). A gap
+    between two kept steps, a run of unkept valid steps, is then filled when it is shorter than
+    ``min_run`` steps, so the kept region is a few contiguous windows rather than scattered
+    steps. Steps outside ``mask`` are never kept, and never filled.
+
+    Parameters
+    ----------
+    time_map : Tensor
+        ``(B, T)`` or ``(T,)`` float, finite, ``>= 0``.
+    percent : float
+        Share of the valid steps to keep before closing gaps, in ``(0, 100]``.
+    min_run : int
+        Gaps of fewer than ``min_run`` steps are closed (1: none is).
+    mask : Tensor, optional
+        ``(B, T)`` or ``(T,)`` bool, true at valid steps.
+
+    Returns
+    -------
+    Tensor
+        bool, the shape of ``time_map``: true at kept steps.
+    """
+    percent = _in_unit_interval(percent, "percent", upper=100.0)
+    min_run = validate.positive_int("min_run", min_run)
+    if not isinstance(time_map, Tensor):
+        raise InputTypeError(f"time_map must be a torch.Tensor, got {type(time_map).__name__}")
+    if time_map.dim() not in (1, 2):
+        raise InputError(f"time_map must have shape (B, T) or (T,), got {tuple(time_map.shape)}")
+    batch, _ = _as_batch(
+        time_map[..., None] if time_map.dim() == 2 else time_map[:, None], "time_map"
+    )
+    values = batch[..., 0]  # (B, T)
+    steps = values.shape[1]
+    if mask is None:
+        valid = torch.ones_like(values, dtype=torch.bool)
+    else:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            raise InputTypeError("mask must be a bool torch.Tensor")
+        if tuple(mask.shape) != tuple(time_map.shape):
+            raise InputError(
+                f"mask must have the shape of time_map {tuple(time_map.shape)}, got "
+                f"{tuple(mask.shape)}"
+            )
+        valid = mask.reshape(values.shape).to(values.device)
+    counts = valid.sum(dim=1)  # (B,)
+    k = torch.ceil(counts.to(torch.float64) * (percent / 100)).to(torch.int64)  # (B,)
+    position = torch.arange(steps, device=values.device)
+    # Rank by value (descending), earlier step first among ties; invalid steps last.
+    ranked = torch.where(valid, values, torch.full_like(values, -1.0))
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices  # (B, T)
+    rank = torch.empty_like(order).scatter_(1, order, position.expand_as(order))
+    kept = (rank < k[:, None]) & valid & (values > 0)  # (B, T)
+    if min_run > 1:
+        marked = torch.where(kept, position, torch.full_like(position, -1).expand_as(kept))
+        previous = marked.cummax(dim=1).values  # last kept step at or before t, -1: none
+        flipped = torch.where(kept, steps - 1 - position, torch.full_like(position, -1))
+        following = steps - 1 - flipped.flip(1).cummax(dim=1).values.flip(1)  # T: none
+        gap = following - previous - 1
+        closable = (previous >= 0) & (following < steps) & (gap < min_run)
+        kept = kept | (closable & valid)
+    return kept[0] if time_map.dim() == 1 else kept

@@ -81,7 +81,29 @@ def explain(
     out_dir: Path,
     overwrite: bool,
 ) -> None:
-    """Explain images (files or folders) and write overlays, raw maps and summary.csv."""
+    """Explain images (files or folders) and write overlays, raw maps and summary.csv.
+
+    Series: when every input ends in .npy, explain sequences with a recurrent method (issue 17;
+    see leanxai.cli.sequences).
+    """
+    if all(str(p).lower().endswith(".npy") for p in inputs):
+        from leanxai.cli.sequences import explain_series
+
+        source = click.get_current_context().get_parameter_source
+        default = click.core.ParameterSource.DEFAULT
+        explain_series(
+            inputs,
+            model_spec,
+            weights,
+            None if source("method") == default else method,
+            layer,
+            None if source("threshold_spec") == default else threshold_spec,
+            target,
+            batch_size,
+            out_dir,
+            overwrite,
+        )
+        return
     from tqdm import tqdm
 
     from leanxai import threshold

@@ -59,9 +59,11 @@ _PROVIDERS: tuple[str, ...] = (
     "leanxai.explainers.cam",
     "leanxai.explainers.baselines",
     "leanxai.explainers.deepactif",
+    "leanxai.explainers.recurrent",
+    "leanxai.explainers.graph",
 )
 
-_DEFAULTS: dict[str, str] = {"cnn": "gradcam", "recurrent": "deepactif"}
+_DEFAULTS: dict[str, str] = {"cnn": "gradcam", "recurrent": "deepactif_map"}
 
 
 @dataclass(frozen=True)
