@@ -77,7 +77,7 @@ def explain(
         The classifier.
     inputs
         What the model takes: ``(B, C, H, W)`` images for a CNN, ``(B, T, F)`` sequences for a
-        recurrent model...
+        recurrent model, a PyG ``Data``/``Batch`` for a graph neural network...
     method
         A method of the registry for the family (``leanxai methods`` lists them); ``None`` picks
         the family's default (Grad-CAM for CNNs, DeepACTIF for recurrent models). Names match
@@ -87,7 +87,9 @@ def explain(
     family
         Override detection (``"cnn"``, ``"recurrent"``...).
     **options
-        Passed to the method (``layer=``, ``path=``...).
+        Passed to the method (``layer=``, ``path=``...); for a graph model ``index=`` names the
+        node to explain (node classification; ``None`` for graph classification) and the result
+        is a PyG ``Explanation`` (``node_mask``, ``edge_mask``).
 
     Returns
     -------
@@ -100,9 +102,15 @@ def explain(
 
     family = detect(model, inputs, family)
     info = registry.get(method if method is not None else registry.default_method(family), family)
+    index = options.pop("index", None) if info.output == "node/edge scores" else None
     explainer = info.factory(model, **options)
     if info.output == "feature ranking":
         result = explainer.attribute(inputs, target=target)
+    elif info.output == "node/edge scores":  # a PyG Explanation (index: the node), not a dataclass
+        result = explainer.explain(inputs, target, index=index)
+        for one in result if isinstance(result, list) else [result]:
+            one.family = family
+        return result
     else:
         result = explainer.explain(inputs, target)
     return dataclasses.replace(result, family=family)

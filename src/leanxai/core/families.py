@@ -104,6 +104,16 @@ def _is_cnn(model: nn.Module, inputs: Any) -> bool:
     return inputs is None or (shape is not None and len(shape) == 4)
 
 
+def _is_graph(model: nn.Module, inputs: Any) -> bool:
+    # By class name, so that core does not import torch_geometric.
+    if not any(
+        any(cls.__name__ == "MessagePassing" for cls in type(m).__mro__) for m in model.modules()
+    ):
+        return False
+    return inputs is None or (hasattr(inputs, "x") and hasattr(inputs, "edge_index"))
+
+
+register_detector("graph", _is_graph, priority=30)
 register_detector("recurrent", _is_recurrent, priority=40)
 register_detector("cnn", _is_cnn, priority=100)
 
