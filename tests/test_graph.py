@@ -232,6 +232,7 @@ def test_leanxai_explain_detects_the_graph_family_and_passes_index():
 
 
 def test_pyg_metrics_apply_directly():
+    pytest.importorskip("torchmetrics")
     from torch_geometric.explain.metric import groundtruth_metrics
 
     model, data = _seeded(NodeGCN2), _graph()
