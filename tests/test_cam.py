@@ -341,3 +341,172 @@ def test_efficientnet_layer_discovery():
     explanation = GradCAM(model).explain(images(1, 64))
     assert explanation.layer == "efficientnet.encoder.top_activation"
     assert explanation.heatmap.shape == (1, 64, 64)
+
+
+# -- grad mode and inference mode ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("builder", "path", "taken"),
+    [
+        (tiny_cnn, "auto", "forward"),
+        (tiny_cnn, "forward", "forward"),
+        (tiny_cnn, "autograd", "autograd"),
+        (tiny_vgg, "auto", "autograd"),
+    ],
+)
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("method", [GradCAM, GradCAMPlusPlus])
+def test_explain_inside_no_grad_and_inference_mode(builder, path, taken, mode, method, state_guard):
+    model = builder()
+    x = images(3, 16, seed=4).double()
+    expected = method(model, path=path).explain(x)
+    unchanged = state_guard(model)
+    with mode():
+        inputs = x.clone()  # inference tensors under inference_mode
+        explanation = method(model, path=path).explain(inputs)
+        assert not torch.is_grad_enabled()
+        assert torch.is_inference_mode_enabled() == (mode is torch.inference_mode)
+    unchanged()
+    assert explanation.path == expected.path == taken
+    assert torch.equal(explanation.target, expected.target)
+    assert torch.allclose(explanation.cam, expected.cam, rtol=1e-12, atol=0)
+    assert torch.allclose(explanation.heatmap, expected.heatmap, atol=1e-7)
+
+
+def test_inference_tensors_as_inputs_outside_inference_mode():
+    model = tiny_vgg()
+    x = images(2, 16).double()
+    with torch.inference_mode():
+        frozen = x.clone()
+    assert frozen.is_inference()
+    explanation = GradCAM(model).explain(frozen)
+    reference = reference_gradcam(model, x, "features", explanation.target)
+    assert relative_error(explanation.cam, reference) < 1e-10
+
+
+@pytest.mark.parametrize("builder", [tiny_cnn, tiny_vgg])
+def test_model_made_under_inference_mode_says_so_in_one_line(builder):
+    with torch.inference_mode():
+        model = builder()
+    x = images(2, 16).double()
+    for path in ("auto", "autograd"):
+        with pytest.raises(InputError, match=r"inference tensors.*torch.inference_mode\(\)") as e:
+            GradCAM(model, path=path).explain(x)
+        assert "\n" not in str(e.value)
+        assert "features.0.weight" in str(e.value)
+    if builder is tiny_cnn:  # no gradient needed: the forward path works
+        assert GradCAM(model, path="forward").explain(x).path == "forward"
+
+
+def test_inference_inputs_changed_in_place_by_the_model_say_so():
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x.mul_(1.0)  # a model that normalises its input in place
+            return self.fc(self.conv(x))
+
+    with torch.inference_mode():
+        x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(InputError, match=r"^inputs are inference tensors \(created under"):
+        GradCAM(InPlace(), layer="conv").explain(x)
+
+
+# -- what is cached between calls, and when it is thrown away -------------------------------------
+
+
+def test_cache_follows_a_replaced_head(state_guard):
+    model = tiny_cnn()
+    x = images(2, 16).double()
+    explainer = GradCAM(model)
+    assert explainer.explain(x).path == "forward"
+    assert explainer._forward_verified == {"features": True}
+    # A new head that is no longer GAP + linear: the cached verification must not survive.
+    model.fc = nn.Sequential(nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 5)).double()
+    explanation = explainer.explain(x)
+    assert explanation.path == "autograd"
+    reference = reference_gradcam(model, x, "features", explanation.target)
+    assert relative_error(explanation.cam, reference) < 1e-10
+    # Back to a plain linear head (a new module): verified afresh, forward path again.
+    model.fc = nn.Linear(12, 5).double()
+    explanation = explainer.explain(x)
+    assert explanation.path == "forward"
+    assert explainer._forward_verified == {"features": True}
+    reference = reference_gradcam(model, x, "features", explanation.target)
+    assert relative_error(explanation.cam, reference) < 1e-10
+
+
+@pytest.mark.parametrize("edit", ["data", "no_grad", "load_state_dict"])
+def test_weights_edited_in_place_are_read_again(edit):
+    model = tiny_cnn()
+    x = images(3, 16).double()
+    explainer = GradCAM(model)
+    before = explainer.explain(x, target=1)
+    new_weight = torch.randn_like(model.fc.weight)
+    if edit == "data":  # through .data: no version counter sees it
+        model.fc.weight.data.copy_(new_weight)
+    elif edit == "no_grad":
+        with torch.no_grad():
+            model.fc.weight.copy_(new_weight)
+    else:
+        state = model.state_dict()
+        state["fc.weight"] = new_weight
+        model.load_state_dict(state)
+    after = explainer.explain(x, target=1)
+    assert after.path == "forward"
+    reference = reference_gradcam(model, x, "features", after.target)
+    assert relative_error(after.cam, reference) < 1e-10
+    assert not torch.allclose(before.cam, after.cam)
+
+
+def test_layer_given_as_module_is_resolved_again_after_a_change():
+    model = tiny_cnn()
+    explainer = GradCAM(model, layer=model.features[4])
+    x = images(1, 16).double()
+    assert explainer.explain(x).layer == "features.4"
+    model.features[4] = nn.Conv2d(6, 12, 3, padding=1).double()  # the given module is gone
+    with pytest.raises(LayerError, match="not a submodule"):
+        explainer.explain(x)
+
+
+def test_layer_argument_changed_after_construction():
+    model = tiny_cnn()
+    explainer = GradCAM(model)
+    x = images(1, 16).double()
+    assert explainer.explain(x).layer == "features"
+    explainer.layer = "features.4"
+    assert explainer.explain(x).layer == "features.4"
+
+
+def test_training_flags_changed_between_calls_are_restored(state_guard):
+    model = tiny_cnn()
+    explainer = GradCAM(model)
+    x = images(2, 16).double()
+    first = explainer.explain(x)
+    model.train()
+    unchanged = state_guard(model)
+    second = explainer.explain(x)
+    unchanged()
+    assert model.training and model.features[1].training
+    assert torch.allclose(first.cam, second.cam)
+
+
+def test_explanation_has_one_map_per_input():
+    class SharedMap(nn.Module):
+        """Returns one map for the whole batch from the target layer."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shared = self.conv(x.mean(0, keepdim=True))  # (1, 4, h, w)
+            return self.fc(shared.mean((2, 3))).expand(x.shape[0], 2)
+
+    with pytest.raises(LayerError, match="1 maps for a batch of 3"):
+        GradCAM(SharedMap(), layer="conv").explain(images(3, 8))

@@ -147,3 +147,66 @@ def test_input_of_is_not_swallowed_by_a_model_catching_exceptions() -> None:
     value, reached = input_of(model, "inner", x)
     assert reached and torch.equal(value, x) and not model.fallback_ran
     assert not model.inner._forward_pre_hooks
+
+
+def test_grad_mode_is_on_only_inside_the_forward(state_guard):
+    model = tiny_cnn()
+    unchanged = state_guard(model)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    seen: dict[str, bool] = {}
+
+    def head_hook(module: nn.Module, args: object) -> None:
+        seen["head"] = torch.is_grad_enabled()
+
+    model.fc.register_forward_pre_hook(head_hook)
+    with torch.no_grad(), capture(model, ["features.4"], grad_from="features.4") as record:
+        assert not torch.is_grad_enabled()
+        logits = model(x)
+        assert not torch.is_grad_enabled()  # back to the caller's mode once the forward returns
+        after = logits * 2
+    assert seen["head"]  # recording from the layer to the output
+    assert logits.requires_grad and not after.requires_grad
+    assert record.outputs["features.4"].requires_grad
+    model.fc._forward_pre_hooks.clear()
+    unchanged = state_guard(model)
+    # Two forward passes in one block: each switches on at the layer and off at the end.
+    with torch.no_grad(), capture(model, ["features"], grad_from="features"):
+        assert model(x).requires_grad and not torch.is_grad_enabled()
+        assert model(x).requires_grad and not torch.is_grad_enabled()
+    unchanged()
+
+
+def test_grad_mode_restored_when_the_forward_raises_after_the_layer():
+    model = tiny_cnn()
+    model.fc = nn.Linear(3, 3).double()  # wrong size: fails after the layer
+    with torch.no_grad(), capture(model, ["features"], grad_from="features"):
+        with pytest.raises(RuntimeError):
+            model(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+        assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()
+    assert not model._forward_hooks
+
+
+def test_grad_from_must_be_a_captured_layer():
+    from leanxai.core.errors import InputError
+
+    with pytest.raises(InputError, match="grad_from"), capture(tiny_cnn(), ["fc"], grad_from="x"):
+        pass
+
+
+def test_eval_mode_with_a_given_module_list():
+    from leanxai.core.layers import module_tree
+
+    model = tiny_cnn().train()
+    modules, _ = module_tree(model)
+    with eval_mode(model, modules=modules):
+        assert not any(m.training for m in model.modules())
+    assert all(m.training for m in model.modules())
+
+
+def test_record_outputs_keeps_the_first_input_shape():
+    model = tiny_cnn()
+    with record_outputs(model) as seen:
+        model(torch.rand(2, 3, 8, 8, dtype=torch.float64))
+    shapes = {r.name: r.input_shape for r in seen}
+    assert shapes["features.0"] == (2, 3, 8, 8) and shapes["fc"] == (2, 12)
