@@ -486,3 +486,29 @@ def test_layer_is_for_cam_methods_only(tmp_path, weights, image_dir):
     )
     assert result.exit_code == 1
     assert "--layer applies to gradcam" in result.output
+
+
+def test_explain_runs_a_one_channel_model_at_its_own_size(tmp_path):
+    """`leanxai explain` on the MNIST CNN: RGB files become its one channel, at 32x32."""
+    from safetensors.torch import save_file
+
+    from leanxai.zoo.digits import mnist_cnn
+
+    torch.manual_seed(0)
+    weights = tmp_path / "mnist.safetensors"
+    save_file(mnist_cnn().state_dict(), str(weights))
+    image = tmp_path / "digit.png"
+    Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(image)
+    out = tmp_path / "out"
+    result = run(
+        "explain",
+        str(image),
+        "--model",
+        "py:leanxai.zoo.digits:mnist_cnn",
+        "--weights",
+        str(weights),
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert np.load(out / "digit.npy").shape == (32, 32)

@@ -33,6 +33,7 @@ __all__ = [
     "LeanXAIGroup",
     "cache_dir_option",
     "fail",
+    "input_channels",
     "note_ignored",
     "one_line",
     "out_dir_option",
@@ -104,9 +105,7 @@ class LeanXAIGroup(click.Group):
 
 def _debug(ctx: click.Context) -> bool:
     root = ctx.find_root()
-    return bool((root.params or {}).get("debug")) or bool(
-        getattr(root, "obj", None) and root.obj.get("debug")  # type: ignore[union-attr]
-    )
+    return bool((root.params or {}).get("debug"))
 
 
 def note_ignored(ignored: list[Path]) -> None:
@@ -117,6 +116,18 @@ def note_ignored(ignored: list[Path]) -> None:
         )
         noun = "file that is not an image" if len(ignored) == 1 else "files that are not images"
         click.echo(f"ignored {len(ignored)} {noun}: {shown}", err=True)
+
+
+def input_channels(model: Any) -> int | None:
+    """Channels the model's first convolution reads (``None``: not known, e.g. a first Linear)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+            return int(module.in_channels)
+        if isinstance(module, torch.nn.Linear):
+            return None
+    return None
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:

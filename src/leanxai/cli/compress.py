@@ -25,6 +25,7 @@ import torch
 
 from leanxai.cli._common import (
     fail,
+    input_channels,
     one_line,
     overwrite_option,
     parse_size,
@@ -85,15 +86,6 @@ def _parse_bits(value: str) -> int | tuple[int, int] | None:
         pairs = " | ".join(f"{h},{lo}" for h, lo in MIXED_BITS)
         raise click.BadParameter(f"--bits {value!r}: mixed bits must be one of {pairs}")
     raise click.BadParameter(f"{value!r} is not BITS or HIGH,LOW (e.g. 8 or 8,4)")
-
-
-def _first_channels(model: torch.nn.Module) -> int | None:
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
-            return int(module.in_channels)
-        if isinstance(module, torch.nn.Linear):
-            return None
-    return None
 
 
 def _user_split(groups: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +177,7 @@ def _from_folder(data: str, path: Path, loaded: Any, count: int, size: Any) -> _
         if not images:
             return None
         batch = (torch.stack(images) - mean) / std  # (N, 3, H, W)
-        if _first_channels(model) == 1:
+        if input_channels(model) == 1:
             batch = batch.mean(1, keepdim=True)  # (N, 1, H, W)
         return batch
 

@@ -21,6 +21,7 @@ from leanxai.cli._common import (
     LeanXAIGroup,
     cache_dir_option,
     fail,
+    input_channels,
     note_ignored,
     output_names,
     parse_size,
@@ -134,6 +135,8 @@ def explain(
     side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
     mean = torch.tensor(loaded.mean or (0.0, 0.0, 0.0))[:, None, None]
     std = torch.tensor(loaded.std or (1.0, 1.0, 1.0))[:, None, None]
+    # A one-channel model (digits) reads the mean of the RGB channels, as `leanxai compress` does.
+    gray = input_channels(model) == 1
     cam = method in ("gradcam", "gradcam++")
     if layer is not None and not cam:
         fail(f"--layer applies to gradcam and gradcam++, not {method}")
@@ -146,10 +149,12 @@ def explain(
     def flush() -> None:
         if not pending:
             return
-        batch = torch.stack([image for _, _, image in pending])  # (B, 3, H, W)
+        batch = (torch.stack([image for _, _, image in pending]) - mean) / std  # (B, 3, H, W)
+        if gray:
+            batch = batch.mean(1, keepdim=True)  # (B, 1, H, W)
         start = time.perf_counter()
         try:
-            explanation = explainer.explain((batch - mean) / std, target=target)
+            explanation = explainer.explain(batch, target=target)
         except LeanXAIError as error:
             # A model-level problem (bad layer, bad target) fails every batch alike: stop.
             fail(error)

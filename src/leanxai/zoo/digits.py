@@ -36,8 +36,13 @@ _LR = 3e-3
 
 
 def mnist_cnn() -> SmallCNN:
-    """The MNIST model's architecture, untrained: ``SmallCNN(10, in_channels=1, width=16)``."""
-    return SmallCNN(num_classes=10, in_channels=1, width=_WIDTH)
+    """The MNIST model's architecture, untrained: ``SmallCNN(10, in_channels=1, width=16)``.
+
+    Its ``input_size`` attribute, ``(32, 32)``, tells ``leanxai explain`` the size it was trained
+    at."""
+    model = SmallCNN(num_classes=10, in_channels=1, width=_WIDTH)
+    model.input_size = (_SIZE, _SIZE)  # type: ignore[assignment]
+    return model
 
 
 def mnist_split() -> tuple[ImageDataset, ImageDataset]:
