@@ -208,6 +208,7 @@ def test_refuses_to_overwrite(tmp_path, weights, image_dir):
     result = run(*args)
     assert result.exit_code == 1
     assert "already exist" in result.stderr and "--overwrite" in result.stderr
+    assert "overwrite=True" not in result.stderr  # CLI terms only
     assert (out / "rgb.npy").read_bytes() == b"mine"
     assert run(*args, "--overwrite").exit_code == 0
     assert (out / "rgb.npy").read_bytes() == before

@@ -58,7 +58,7 @@ def user_message(error: BaseException | str) -> str:
     if isinstance(error, str):
         return one_line(Exception(error))
     message = one_line(error)
-    if isinstance(error, OutputExistsError):
+    if isinstance(error, OutputExistsError) and getattr(error, "paths", True):
         message += "; pass --overwrite to replace"
     return message
 
