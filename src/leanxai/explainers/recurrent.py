@@ -573,7 +573,7 @@ def _windows(lengths: list[int], window: int, stride: int) -> list[tuple[int, in
     """``(sample, start, width)`` of every occlusion window: starts ``0, stride, ...`` while the
     window fits inside the sample's valid steps, plus the window that ends at its last valid step;
     one window of all its steps when the sample is shorter than ``window``."""
-    found = []
+    found: list[tuple[int, int, int]] = []
     for b, length in enumerate(lengths):
         width = min(window, length)
         starts = list(range(0, length - width + 1, stride))
@@ -612,9 +612,8 @@ class TemporalOcclusion(_SequenceExplainer):
         ``"mean"``: each sequence's own mean of each feature over its valid steps (default);
         ``"zero"``; or a number.
     per_feature
-        Occlude each feature alone as well (``F`` times the passes); when false,
-        ``attribution`` spreads each step's all-feature drop over nothing: it is zero except
-        through ``time_map``.
+        Occlude each feature alone as well (``F`` times more passes). When false only the
+        all-feature windows run: ``attribution`` is then zero and ``time_map`` holds the result.
     batch_size
         Perturbed sequences per forward pass.
     """
