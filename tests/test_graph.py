@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -405,3 +407,60 @@ def test_ba_shapes_is_seeded_and_leaves_the_global_generators_alone():
     graphs = ba_2motifs(0, num_graphs=4)
     assert [int(g.y) for g in graphs] == [0, 1, 0, 1]
     assert all(int(g.node_mask.sum()) == 5 for g in graphs)
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def tiny_node_gcn() -> nn.Module:
+    """A ``py:`` factory for the CLI tests (float64, seeded)."""
+    return _seeded(NodeGCN2).float()
+
+
+def test_cli_explains_a_saved_graph_and_writes_scores_and_a_drawing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from leanxai.cli.main import main
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    data = _graph()
+    data.x = data.x.float()
+    torch.save(data, tmp_path / "graph.pt")
+    spec = "py:test_graph:tiny_node_gcn"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["explain", f"{tmp_path / 'graph.pt'}:0,3", "--model", spec, "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    for node in (0, 3):
+        assert (out / f"graph-{node}.png").stat().st_size > 0
+        edges = (out / f"graph-{node}-edges.csv").read_text().splitlines()
+        assert edges[0] == "edge,source,target,score,kept"
+        assert len(edges) == data.num_edges + 1
+        nodes = (out / f"graph-{node}-nodes.csv").read_text().splitlines()
+        assert len(nodes) == data.num_nodes + 1
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and summary[1].endswith(",ok")
+
+    # Bad input: one line, exit 1; a node outside the graph; a plain .pt for a node classifier.
+    bad = CliRunner().invoke(
+        main,
+        ["explain", f"{tmp_path / 'graph.pt'}:99", "--model", spec, "--out", str(tmp_path / "o1")],
+    )
+    assert bad.exit_code == 1
+    assert "index 99 is outside the graph of 12 nodes" in bad.output
+    plain = CliRunner().invoke(
+        main,
+        ["explain", str(tmp_path / "graph.pt"), "--model", spec, "--out", str(tmp_path / "o2")],
+    )
+    assert plain.exit_code == 1 and "needs index=" in plain.output
+    assert "Traceback" not in bad.output + plain.output
+
+
+def test_cli_refuses_arbitrary_pickles(tmp_path):
+    from leanxai.cli.graphs import load_graph
+
+    torch.save({"x": Exploding}, tmp_path / "evil.pt")  # a class: not allowed by weights_only
+    with pytest.raises(InputError, match="cannot read"):
+        load_graph(tmp_path / "evil.pt")

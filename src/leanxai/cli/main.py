@@ -87,6 +87,23 @@ def explain(
     Series: when every input ends in .npy, explain sequences with a recurrent method (issue 17;
     see leanxai.cli.sequences).
     """
+    from leanxai.cli.graphs import explain_graphs, is_graph_input
+
+    if all(is_graph_input(p) for p in inputs):  # graph.pt[:node,...]: a PyG Data (issue 18)
+        source = click.get_current_context().get_parameter_source
+        default = click.core.ParameterSource.DEFAULT
+        explain_graphs(
+            inputs,
+            model_spec,
+            weights,
+            None if source("method") == default else method,
+            layer,
+            None if source("threshold_spec") == default else threshold_spec,
+            target,
+            out_dir,
+            overwrite,
+        )
+        return
     if all(str(p).lower().endswith(".npy") for p in inputs):
         from leanxai.cli.sequences import explain_series
 
