@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,21 @@ def tier_line(dataset: str) -> tuple[str, dict[str, Any]]:
     return f"Tiers ({how}), cache version and weights SHA-256: {hashes}.", info
 
 
+def load_line(load: list[float]) -> str:
+    """Say how busy the machine was while the latency was measured."""
+    cores = os.cpu_count() or 1
+    text = (
+        f"Latency measured at a 1-minute load average of {min(load):.1f} to {max(load):.1f} "
+        f"on {cores} cores"
+    )
+    if max(load) > 0.75 * cores:
+        return (
+            f"{text}: other jobs shared the CPU, so the milliseconds are slower than on a quiet "
+            "machine; compare policies within this table, not across runs."
+        )
+    return f"{text} (a quiet machine)."
+
+
 def merge_sections(old: str, header: list[str], sections: dict[str, list[str]]) -> str:
     """``header`` and one section per data set: the new ``sections``, and the sections of ``old``
     (a previous ``routing.md``) for the data sets not rerun, in their old order."""
@@ -249,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     sections: dict[str, list[str]] = {}
     for dataset in args.datasets.split(","):
         routing = load_routing(dataset)
+        load_before = os.getloadavg()[0]
         result = evaluate_routing(routing, latency=not args.no_latency)
+        result["load_average"] = [load_before, os.getloadavg()[0]]
         tiers_text, result["tiers"] = tier_line(dataset)
         (folder / f"{dataset}.json").write_text(json.dumps(result, indent=1) + "\n")
         pareto_plot(result, folder / f"pareto_{dataset}.png")
@@ -265,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             tiers_text,
             "",
+            *([] if args.no_latency else [load_line(result["load_average"]), ""]),
             f"Tier MFLOPs per input: {flops}; the probe's explanation "
             f"{result['probe_flops'] / 1e6:.2f}. Router trained on {meta.get('n_router')} inputs "
             f"(labels per tier T/L/M/H: {meta.get('label_counts')}); operating point by "
