@@ -134,8 +134,8 @@ def capture(
             torch.set_grad_enabled(switched.pop())
 
     with contextlib.ExitStack() as stack:
-        stack.callback(torch.set_grad_enabled, grad_was_enabled)  # also if the forward never ends
         if grad_from is not None:
+            stack.callback(torch.set_grad_enabled, grad_was_enabled)  # if the forward never ends
             # always_call: runs when the forward raises too.
             handle = model.register_forward_hook(forward_ended, always_call=True)
             stack.callback(handle.remove)

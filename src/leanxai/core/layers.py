@@ -168,6 +168,9 @@ def module_tree(model: nn.Module) -> ModuleTree:
     seen = {id(model)}
     for module in modules:  # grows while we walk it: breadth first
         children = module._modules
+        if not children:  # most modules are leaves
+            names.append(())
+            continue
         names.append(tuple(children))
         for child in children.values():
             if child is not None and id(child) not in seen:

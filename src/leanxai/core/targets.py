@@ -8,6 +8,7 @@ from typing import TypeAlias
 import numpy as np
 import torch
 
+from leanxai.core import validate
 from leanxai.core.errors import TargetError
 
 __all__ = ["Target", "resolve_target", "top_k"]
@@ -69,6 +70,7 @@ def resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
 
 def top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k`` highest-scoring classes per sample, ``(B, k)`` int64, best first."""
-    if not 1 <= k <= logits.shape[1]:
+    k = validate.positive_int("k", k)
+    if k > logits.shape[1]:
         raise TargetError(f"k={k} must be in 1..{logits.shape[1]}")
     return logits.topk(k, dim=1).indices
