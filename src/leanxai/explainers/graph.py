@@ -46,7 +46,7 @@ from torch import nn
 from leanxai.core import validate
 from leanxai.core.errors import InputError, InputTypeError, LayerError
 from leanxai.core.hooks import capture, eval_mode
-from leanxai.core.layers import find_head_linear, resolve_layer
+from leanxai.core.layers import resolve_layer
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
 from leanxai.explainers.registry import register, set_default
@@ -68,7 +68,13 @@ _HEAD_RTOL = 1e-4
 
 
 def _is_message_passing(module: nn.Module) -> bool:
-    return any(cls.__name__ == "MessagePassing" for cls in type(module).__mro__)
+    return _message_passing_type(type(module))
+
+
+@functools.lru_cache(maxsize=256)
+def _message_passing_type(kind: type) -> bool:
+    # By class name, so that nothing here imports torch_geometric.
+    return any(cls.__name__ == "MessagePassing" for cls in kind.__mro__)
 
 
 def message_passing_layers(model: nn.Module) -> list[str]:
@@ -186,7 +192,10 @@ _EXPLAIN_STATE = (
 
 @contextlib.contextmanager
 def edge_weights(
-    model: nn.Module, weights: torch.Tensor, edge_index: torch.Tensor
+    model: nn.Module,
+    weights: torch.Tensor,
+    edge_index: torch.Tensor,
+    modules: list[tuple[str, nn.Module]] | None = None,
 ) -> Iterator[list[str]]:
     """Multiply every message along edge ``e`` by ``weights[e]`` in every message-passing layer.
 
@@ -194,12 +203,13 @@ def edge_weights(
     CaptumExplainer); self-loops that a layer adds get weight 1. Each layer's explain state (the
     attributes PyG's ``explain`` setter changes, ``propagate`` included) is put back exactly as it
     was when the block ends, also after an error. Yields the names of the layers weighted.
+    ``modules``: ``list(model.named_modules())`` when the caller has it already.
     """
     missing = object()
     loop_mask = edge_index[0] != edge_index[1]
     layers = [
         (name, module)
-        for name, module in model.named_modules()
+        for name, module in (modules if modules is not None else model.named_modules())
         if _is_message_passing(module) and module.explain is not False
     ]
     with contextlib.ExitStack() as stack:
@@ -310,8 +320,8 @@ class GraphGradCAM:
             f"GraphGradCAM({type(self.model).__name__}, layer={self.layer!r}, path={self.path!r})"
         )
 
-    def _layer(self) -> tuple[str, int]:
-        layers = message_passing_layers(self.model)
+    def _layer(self, modules: list[tuple[str, nn.Module]]) -> tuple[str, int]:
+        layers = [name for name, module in modules if name and _is_message_passing(module)]
         if not layers:
             raise InputError(
                 f"model {type(self.model).__name__} has no torch_geometric message-passing layers; "
@@ -347,9 +357,12 @@ class GraphGradCAM:
             ``layer``, ``path``, ``method``.
         """
         graph = check_graph(data)
-        layer, hops = self._layer()
+        modules = list(self.model.named_modules())  # one walk of the tree per call
+        layer, hops = self._layer(modules)
         indices = _indices(index, graph.num_nodes)
-        head = find_head_linear(self.model) if indices is None and self.path != "autograd" else None
+        head = None
+        if indices is None and self.path != "autograd":  # the last registered Linear
+            head = next((n for n, m in reversed(modules) if isinstance(m, nn.Linear)), None)
         kwargs = _keyword_arguments(self.model, graph)
         x = graph.x.detach().clone().requires_grad_(self.edges)
         weights = torch.ones(
@@ -360,7 +373,7 @@ class GraphGradCAM:
         with contextlib.ExitStack() as stack:
             stack.enter_context(eval_mode(self.model))
             if self.edges:
-                stack.enter_context(edge_weights(self.model, weights, graph.edge_index))
+                stack.enter_context(edge_weights(self.model, weights, graph.edge_index, modules))
             record = stack.enter_context(capture(self.model, [], inputs_of=watched))
             # Without edges, a graph classifier may need no gradient at all (the forward path);
             # should the head check fail, the call is run again on the autograd path.
