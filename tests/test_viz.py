@@ -260,7 +260,8 @@ def test_check_writable_lists_existing_files(tmp_path: Path) -> None:
     message = str(caught.value)
     assert message.startswith("7 output files already exist")
     assert "f0.txt" in message and "f4.txt" in message and "f5.txt" not in message
-    assert "and 2 more" in message and "overwrite" in message
+    assert "and 2 more" in message and "not replaced" in message
+    assert caught.value.paths == tuple(str(p) for p in paths[:7])
     assert "\n" not in message
     assert isinstance(caught.value, FileExistsError)
 

@@ -23,6 +23,8 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from leanxai.compress.architectures import register_architecture
+from leanxai.core import validate
+from leanxai.core.errors import InputError, InputTypeError
 from leanxai.zoo.train import load_cached
 
 __all__ = [
@@ -48,10 +50,7 @@ RECURRENT_RECIPE_VERSION = "v1"
 """Version of :func:`load_recurrent_model`'s recipe; bumped whenever the weights change."""
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+_positive_int = validate.positive_int
 
 
 class RecurrentClassifier(nn.Module):
@@ -99,9 +98,9 @@ class RecurrentClassifier(nn.Module):
         hidden = _positive_int("hidden", hidden)
         num_layers = _positive_int("num_layers", num_layers)
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
         if readout not in ("last", "mean"):
-            raise ValueError(f"readout must be 'last' or 'mean', got {readout!r}")
+            raise InputError(f"readout must be 'last' or 'mean', got {readout!r}")
         cell = nn.LSTM if kind in ("lstm", "bilstm") else nn.GRU
         bidirectional = kind.startswith("bi")
         self.kind = kind
@@ -131,12 +130,12 @@ class RecurrentClassifier(nn.Module):
             if tuple(mask.shape) != (inputs.shape[1 - time_dim], steps) or not bool(
                 torch.equal(mask.bool(), prefix)
             ):
-                raise ValueError(
+                raise InputError(
                     "mask must be (B, T) bool, true on a prefix of each sequence (right "
                     f"padding), got shape {tuple(mask.shape)}"
                 )
             if bool((lengths == 0).any()):
-                raise ValueError("mask leaves a sequence of length zero")
+                raise InputError("mask leaves a sequence of length zero")
             packed = pack_padded_sequence(
                 inputs, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False
             )
@@ -178,7 +177,9 @@ def _as_tensor(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+        raise InputTypeError(
+            f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}"
+        )
     return value.to(dtype)
 
 
@@ -188,18 +189,18 @@ def _check_data(
     x = _as_tensor(x_name, inputs, torch.float32)
     y = _as_tensor(y_name, labels, torch.int64)
     if x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0 or x.shape[2] == 0:
-        raise ValueError(f"{x_name} must be a non-empty (N, T, F) array, got {tuple(x.shape)}")
+        raise InputError(f"{x_name} must be a non-empty (N, T, F) array, got {tuple(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"{y_name} must hold one label per sequence ({x.shape[0]}), got {tuple(y.shape)}"
         )
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{x_name} contains NaN or infinite values")
+        raise InputError(f"{x_name} contains NaN or infinite values")
     m = None
     if mask is not None:
         m = _as_tensor(f"the mask of {x_name}", mask, torch.bool)
         if tuple(m.shape) != tuple(x.shape[:2]):
-            raise ValueError(
+            raise InputError(
                 f"the mask of {x_name} must have shape {tuple(x.shape[:2])}, got {tuple(m.shape)}"
             )
     return x, y, m
@@ -258,12 +259,12 @@ def train_recurrent(
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise InputError(f"seed must be a non-negative int, got {seed!r}")
     if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+        raise InputError(f"lr must be > 0, got {lr!r}")
     classes = int(labels.max()) + 1 if n_classes is None else _positive_int("n_classes", n_classes)
     if int(labels.min()) < 0 or int(labels.max()) >= classes:
-        raise ValueError(f"y must hold class indices in 0..{classes - 1}")
+        raise InputError(f"y must hold class indices in 0..{classes - 1}")
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -364,15 +365,15 @@ def retrain_on_features(
     x_train, labels_train, _ = _check_data(X_train, y_train, mask_train, "X_train", "y_train")
     x_test, labels_test, _ = _check_data(X_test, y_test, mask_test, "X_test", "y_test")
     if x_train.shape[2] != x_test.shape[2]:
-        raise ValueError(
+        raise InputError(
             f"X_train has {x_train.shape[2]} features and X_test {x_test.shape[2]}; they must agree"
         )
     columns = torch.as_tensor(np.asarray(features), dtype=torch.int64).reshape(-1)
     width = x_train.shape[2]
     if columns.numel() == 0:
-        raise ValueError("features must name at least one feature")
+        raise InputError("features must name at least one feature")
     if bool(((columns < 0) | (columns >= width)).any()) or columns.unique().numel() != len(columns):
-        raise ValueError(f"features must be distinct indices in 0..{width - 1}, got {columns}")
+        raise InputError(f"features must be distinct indices in 0..{width - 1}, got {columns}")
     train_options.setdefault(
         "n_classes", int(max(int(labels_train.max()), int(labels_test.max()))) + 1
     )
@@ -412,7 +413,7 @@ def load_recurrent_data(name: str) -> tuple[Any, Any]:
         return timeseries.load_basic_motions()
     if name == "japanese_vowels":
         return timeseries.load_japanese_vowels()
-    raise ValueError(f"name must be one of {sorted(_RECIPE)}, got {name!r}")
+    raise InputError(f"name must be one of {sorted(_RECIPE)}, got {name!r}")
 
 
 def load_recurrent_model(
@@ -438,9 +439,9 @@ def load_recurrent_model(
         ``dataset``, ``kind``, ``seed``, ``test_accuracy``, ``training_seconds`` and the recipe.
     """
     if name not in _RECIPE:
-        raise ValueError(f"name must be one of {sorted(_RECIPE)}, got {name!r}")
+        raise InputError(f"name must be one of {sorted(_RECIPE)}, got {name!r}")
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
     train_data, test_data = load_recurrent_data(name)
     features = train_data.inputs.shape[2]
     classes = len(train_data.classes)
