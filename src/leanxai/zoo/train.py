@@ -424,7 +424,7 @@ def load_cached(
     cache_dir, retrain
         As in :func:`load_demo_model`.
     """
-    directory = _cache_directory(cache_dir)
+    directory = cache_directory(cache_dir)
     weights_path = directory / f"{name}-{version}.safetensors"
     metadata_path = weights_path.with_suffix(".json")
     if not retrain and (weights_path.exists() or metadata_path.exists()):
@@ -447,7 +447,9 @@ def load_cached(
     return model, metadata
 
 
-def _cache_directory(cache_dir: str | os.PathLike[str] | None) -> Path:
+def cache_directory(cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The folder trained models are cached in: ``cache_dir``, else ``$LEANXAI_CACHE``, else
+    ``~/.cache/leanxai``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     from_env = os.environ.get(CACHE_ENV)
