@@ -1,6 +1,6 @@
 """Measure explanations against the model's behaviour and against ground truth.
 
-Definitions follow ``METRICS.md``: faithfulness asks the model (:func:`deletion`,
+Definitions follow ``docs/METRICS.md``: faithfulness asks the model (:func:`deletion`,
 :func:`insertion`, :func:`completeness`, :func:`max_sensitivity`); localisation compares a kept
 region with a ground-truth mask (:func:`localization`, :func:`pointing_game`, :func:`pr_curve`);
 :func:`paired_test` compares two methods on the same inputs; :func:`cost` times a call and

@@ -3,7 +3,7 @@
 Deletion and insertion (Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of
 Black-box Models", BMVC 2018), completeness of a kept region, and max-sensitivity (Yeh et al.,
 "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019). Definitions follow
-``METRICS.md``; every function here asks the model, never another explanation.
+``docs/METRICS.md``; every function here asks the model, never another explanation.
 
 All functions are batched: the ``B * (steps + 1)`` perturbed images of a deletion curve are run
 ``batch_size`` at a time, so a whole data set can be passed at once.
@@ -43,7 +43,7 @@ __all__ = [
 
 Substrate: TypeAlias = Literal["zero", "blur", "mean"] | float | Tensor
 
-# Insertion's start (METRICS.md): a Gaussian blur with kernel 11 and sigma 5.
+# Insertion's start (docs/METRICS.md): a Gaussian blur with kernel 11 and sigma 5.
 _BLUR_KERNEL = 11
 _BLUR_SIGMA = 5.0
 

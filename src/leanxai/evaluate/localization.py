@@ -2,7 +2,7 @@
 
 Every function takes a batch of ``(B, H, W)`` maps (an ``(H, W)`` map is a batch of one and gives
 results of shape ``(1,)``), works on the inputs' device with vectorised torch operations, and
-returns per-sample results. The definitions follow ``METRICS.md``:
+returns per-sample results. The definitions follow ``docs/METRICS.md``:
 
 - :func:`localization` compares a kept region ``K`` (a thresholded heatmap) with a binary mask
   ``M``: IoU, Dice, precision, recall and boundary F1.
@@ -137,7 +137,7 @@ def _near(maps: Tensor, tolerance: float) -> Tensor:
 def localization(kept: Tensor, mask: Tensor, tolerance: float = 2) -> dict[str, Tensor]:
     """Compare kept regions with ground-truth masks: IoU, Dice, precision, recall, boundary F1.
 
-    With ``K`` the kept region and ``M`` the mask of one sample (``METRICS.md``):
+    With ``K`` the kept region and ``M`` the mask of one sample (``docs/METRICS.md``):
     ``IoU = |K ∩ M| / |K ∪ M|``, ``Dice = 2 |K ∩ M| / (|K| + |M|)``,
     ``precision = |K ∩ M| / |K|``, ``recall = |K ∩ M| / |M|``, and boundary F1, the F1 score of
     the boundary pixels of ``K`` and ``M`` matched within ``tolerance`` pixels.
@@ -281,7 +281,7 @@ def pointing_game(heatmap: Tensor, mask: Tensor, tolerance: float = 15) -> Point
     with the tolerance counted in pixels of the map (their 15 px). When the maximum is tied, the
     first maximal pixel in raster order (row by row, left to right) is the one pointed at; this is
     computed explicitly, not left to :func:`torch.argmax`. A sample with an empty mask is excluded
-    (``METRICS.md``): never a hit, not in ``accuracy``'s numerator or denominator, counted in
+    (``docs/METRICS.md``): never a hit, not in ``accuracy``'s numerator or denominator, counted in
     ``excluded``. The distance to the mask is exact: the smallest squared distance from the peak
     to every mask pixel, in integers.
     """

@@ -1,4 +1,4 @@
-"""Paired comparisons of two methods scored on the same inputs (``METRICS.md``, Statistics).
+"""Paired comparisons of two methods scored on the same inputs (``docs/METRICS.md``, Statistics).
 
 :func:`paired_test` runs the paired t-test and the Wilcoxon signed-rank test of scipy on the
 per-input scores of two methods and reports the effect size and the number of pairs;
