@@ -1,8 +1,9 @@
 """What one call costs: median wall time over repeats and the peak memory it adds.
 
-:func:`cost` follows ``docs/METRICS.md`` (Cost): warm-up calls first, then the median of timed repeats,
-and the memory of one further call with the method of measurement stated. For a comparison of two
-functions, call :func:`cost` on each alternately in one process and report the ratio of medians.
+:func:`cost` follows ``docs/METRICS.md`` (Cost): warm-up calls first, then the median of timed
+repeats, and the memory of one further call with the method of measurement stated. For a
+comparison of two functions, call :func:`cost` on each alternately in one process and report the
+ratio of medians.
 """
 
 from __future__ import annotations
