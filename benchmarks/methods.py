@@ -21,8 +21,8 @@ import math
 import sys
 from pathlib import Path
 
-from leanxai.experiments.methods import BenchmarkConfig, run_benchmark
 from leanxai.evaluate.stats import format_p
+from leanxai.experiments.methods import BenchmarkConfig, run_benchmark
 
 ROOT = Path(__file__).resolve().parent
 README = ROOT.parent / "README.md"

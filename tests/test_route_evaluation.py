@@ -7,7 +7,6 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from leanxai.route import TierRouter
 from leanxai.experiments.routing_evaluation import (
     TierOutputs,
     _grid,
@@ -22,6 +21,7 @@ from leanxai.experiments.routing_evaluation import (
     pipelines,
     simulate,
 )
+from leanxai.route import TierRouter
 from leanxai.route.routed import ConfidenceCascade, RoutedClassifier
 from leanxai.zoo.cnn import SmallCNN
 

@@ -89,9 +89,7 @@ Escalation = float | Sequence[float]
 """An escalation threshold: one number for every tier, or one per tier but the last."""
 
 
-def check_escalate(
-    value: object, n_tiers: int, name: str = "escalate"
-) -> tuple[float, ...] | None:
+def check_escalate(value: object, n_tiers: int, name: str = "escalate") -> tuple[float, ...] | None:
     """``None``, or one threshold in ``[0, 1]`` per tier but the last (one number: the same for
     every tier)."""
     if value is None:
