@@ -51,16 +51,13 @@ from leanxai.explainers.deepactif import (
     _unpack,
 )
 from leanxai.explainers.recurrent_math import (
-    _GATES,
-    _JACOBIAN_BLOCK,
     _check_recurrent,
     _direction,
     _first_recurrent,
     _fused_states,
-    _gate_coefficients,
+    _gated_map_scores,
     _processing_order,
     _recurrent_scores,
-    _shift_in_zero,
     _weight_dtype,
 )
 
@@ -282,26 +279,6 @@ class _SequenceExplainer:
 # -- DeepACTIF per input --------------------------------------------------------------------------
 
 
-def _pair_norms(
-    mode: str, weights: torch.Tensor, coefficients: dict[int, torch.Tensor]
-) -> torch.Tensor:
-    """``(B, T, F)`` ``||J_t[:, f]||_2`` with ``J_t = sum_g diag(a_g) W_g``, as one product.
-
-    ``||J[:, f]||^2 = sum_{g <= g'} (2 - [g = g']) sum_h a_g[h] a_g'[h] W_g[h, f] W_g'[h, f]``:
-    the products of the gates' coefficients, stacked, times the matching products of their
-    input weights, one matrix product instead of the ``(B, T, F, H)`` Jacobians.
-    """
-    gates = sorted(coefficients)
-    hidden = coefficients[gates[0]].shape[2]
-    w = weights.view(_GATES[mode], hidden, -1)  # (G, H, F)
-    pairs = [(g, k) for i, g in enumerate(gates) for k in gates[i:]]
-    products = torch.cat([coefficients[g] * coefficients[k] for g, k in pairs], dim=2)  # (B, T, pH)
-    scale = torch.tensor([1.0 if g == k else 2.0 for g, k in pairs], dtype=w.dtype, device=w.device)
-    weight_products = (w[[g for g, _ in pairs]] * w[[k for _, k in pairs]]) * scale[:, None, None]
-    squared = products @ weight_products.flatten(0, 1)  # (B, T, F)
-    return squared.clamp_min_(0).sqrt_()
-
-
 def _map_scores(
     module: nn.RNNBase,
     x: torch.Tensor,
@@ -315,15 +292,16 @@ def _map_scores(
 
     ``states`` ``(B, T, D * P)``: the first layer's outputs from the model's own forward pass
     (zero at padded steps), which then need not be computed again; ``None``: one fused run per
-    direction. The L2 norms come from :func:`_pair_norms`.
+    direction. The L2 norms come from
+    :func:`~leanxai.explainers.recurrent_math._gated_map_scores`.
     """
     dtype = torch.promote_types(x.dtype, _weight_dtype(module))
     x = x.to(dtype)
     if mapping == "input_term" or norm != "l2" or module.proj_size > 0:
         return _recurrent_scores(module, x, mask, mapping, norm)  # type: ignore[arg-type]
-    total = torch.zeros_like(x)
+    total: torch.Tensor | None = None
     directions = 2 if module.bidirectional else 1
-    steps, features = x.shape[1], x.shape[2]
+    steps = x.shape[1]
     for reverse in (False, True)[:directions]:
         d = _direction(module, 0, reverse, dtype)
         order = _processing_order(mask, steps, reverse)
@@ -339,18 +317,14 @@ def _map_scores(
                 run = own
             else:
                 run = own.gather(1, order[:, :, None].expand_as(own).to(own.device))
-        h_prev = _shift_in_zero(run)  # (B, T, P)
-        pairs = {"LSTM": 10, "GRU": 6}.get(module.mode, 1)
-        block = max(1, _JACOBIAN_BLOCK // (steps * module.hidden_size * max(pairs, features)))
-        parts = []
-        for part, h_part in zip(read.split(block), h_prev.split(block), strict=True):
-            coefficients = _gate_coefficients(module.mode, d, part, h_part, mapping)
-            parts.append(_pair_norms(module.mode, d.w_ih, coefficients))
-        scores = read.abs() * torch.cat(parts)  # (B, T, F)
+        scores = _gated_map_scores(module.mode, d, read, run, mapping)  # (B, T, F)
         if order is not None:
             index = order[:, :, None].expand_as(scores).to(scores.device)
             scores = torch.zeros_like(scores).scatter_(1, index, scores)
-        total += scores if mask is None else torch.where(mask[:, :, None], scores, 0.0)
+        if mask is not None:
+            scores = torch.where(mask[:, :, None], scores, 0.0)
+        total = scores if total is None else total.add_(scores)
+    assert total is not None
     return total
 
 

@@ -13,6 +13,7 @@ Only torch; nothing here knows about models, targets or aggregation.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -287,6 +288,184 @@ def _direction_scores(
         index = order[:, :, None].expand_as(scores).to(scores.device)
         scores = torch.zeros_like(scores).scatter_(1, index, scores)
     return scores if mask is None else torch.where(mask[:, :, None], scores, 0.0)
+
+
+# -- the gated mappings per input: time-major, the norms as one matrix product --------------------
+#
+# DeepACTIF per input (:class:`~leanxai.explainers.recurrent.DeepACTIFMap`) runs after the model's
+# own forward pass, so it is timed against it: the same numbers as :func:`_direction_scores` (to
+# rounding), with as few passes over memory as possible. Steps are laid out time-major (row
+# ``t * B + b``), so that the previous step of every sequence is one contiguous block; all
+# pre-activations come from one matrix product of ``[x_t, h_{t-1}]``; every ``tanh`` is a
+# ``sigmoid`` of a doubled pre-activation (the doubling folded into the weights, exact in floating
+# point), so one ``sigmoid`` serves all gates and ``1 - tanh^2 = 4 s (1 - s)``; and each gate's
+# coefficient is stored divided by an exact power of two (``scales``) that multiplies its input
+# weights instead.
+
+# Rows of the gate coefficients' pairwise products formed at once: the products then stay in
+# cache for the matrix product that reads them.
+_PAIR_BLOCK = 512
+
+
+def _preactivation_weights(
+    mode: str, d: _Direction
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``(weight (C, F + P), bias (C,) or None, doubled (C,))``: the pre-activations of all gates
+    as ``[x_t, h_{t-1}] @ weight.T + bias``, doubled where ``doubled`` says 2 (blocks read through
+    ``tanh``). For a GRU the candidate's input and hidden parts are kept apart (``C = 4H``:
+    ``r, z`` summed, then ``2 W_in x`` and ``2 (W_hn h + b_hn)``), as its reset gate scales the
+    hidden part only."""
+    hidden = d.w_hh.shape[0] // _GATES[mode]
+    features, width = d.w_ih.shape[1], d.w_hh.shape[1]
+    bias = None if d.b_ih is None or d.b_hh is None else d.b_ih + d.b_hh
+    if mode == "GRU":
+        zeros_x = d.w_ih.new_zeros(hidden, features)
+        zeros_h = d.w_hh.new_zeros(hidden, width)
+        weight = torch.cat(
+            [
+                torch.cat([d.w_ih[: 2 * hidden], d.w_hh[: 2 * hidden]], dim=1),
+                torch.cat([d.w_ih[2 * hidden :], zeros_h], dim=1),
+                torch.cat([zeros_x, d.w_hh[2 * hidden :]], dim=1),
+            ]
+        )  # (4H, F + P)
+        if bias is not None:
+            assert d.b_ih is not None and d.b_hh is not None
+            bias = torch.cat([bias[: 2 * hidden], d.b_ih[2 * hidden :], d.b_hh[2 * hidden :]])
+        blocks = [1.0, 1.0, 2.0, 2.0]
+    else:
+        weight = torch.cat([d.w_ih, d.w_hh], dim=1)  # (G * H, F + P)
+        blocks = {"LSTM": [1.0, 1.0, 2.0, 1.0], "RNN_TANH": [2.0], "RNN_RELU": [1.0]}[mode]
+    doubled = torch.tensor(blocks, dtype=weight.dtype, device=weight.device).repeat_interleave(
+        hidden
+    )
+    weight = weight * doubled[:, None]
+    return weight, None if bias is None else bias * doubled, doubled
+
+
+def _recurrence(decay: torch.Tensor, increment: torch.Tensor) -> torch.Tensor:
+    """``c_t = decay_t c_{t-1} + increment_t`` from ``c_{-1} = 0`` along dimension 0 of ``(T, B,
+    H)`` tensors, written over ``increment``.
+
+    Step by step, one operation per step, when each step holds enough elements for that to beat
+    the ``log2 T`` doubling rounds of :func:`_linear_scan` (which do ``log2 T`` times the work,
+    in fewer, larger operations); the doubling rounds otherwise (long sequences of few elements).
+    """
+    steps = decay.shape[0]
+    per_step = decay[0].numel()
+    if steps > 1 and per_step * (2 * math.log2(steps) - 1) > 6000:
+        for t in range(1, steps):
+            increment[t].addcmul_(decay[t], increment[t - 1])
+        return increment
+    return _linear_scan(decay.transpose(0, 1), increment.transpose(0, 1)).transpose(0, 1)
+
+
+def _time_major_coefficients(
+    mode: str, d: _Direction, xh: torch.Tensor, mapping: str
+) -> tuple[torch.Tensor, list[int], list[float]]:
+    """The gate coefficients of :func:`_gate_coefficients` for ``xh`` ``(T, B, F + P)``, each
+    step's input and previous state side by side: ``(coefficients (T * B, n * H), gates,
+    scales)``, the ``n`` blocks of ``gates`` (in PyTorch's order), block ``g`` holding the
+    coefficient divided by ``scales[g]``."""
+    steps, batch, _ = xh.shape
+    rows = steps * batch
+    weight, bias, _ = _preactivation_weights(mode, d)
+    flat = xh.view(rows, -1)
+    pre = flat @ weight.T if bias is None else torch.addmm(bias, flat, weight.T)  # (N, C)
+    hidden = d.w_hh.shape[0] // _GATES[mode]
+    if mode == "RNN_RELU":
+        return (pre > 0).to(pre.dtype), [0], [1.0]
+    if mode == "RNN_TANH":
+        s = pre.sigmoid_()
+        return s.addcmul_(s, s, value=-1), [0], [4.0]  # s (1 - s) = (1 - tanh^2) / 4
+    if mode == "LSTM":
+        s = pre.sigmoid_()  # (N, 4H): i, f, (tanh g + 1) / 2, o
+        slope = torch.addcmul(s, s, s, value=-1)  # (N, 4H) s (1 - s)
+        i, f, g, o = (s[:, k * hidden : (k + 1) * hidden] for k in range(4))
+        g = g.mul(2).sub_(1)  # (N, H) tanh of the candidate
+        c = _recurrence(f.view(steps, batch, hidden), (i * g).view(steps, batch, hidden))
+        c = c.reshape(rows, hidden)  # (N, H) c_t
+        tanh_c = torch.sigmoid(2 * c).mul_(2).sub_(1)
+        dc = torch.addcmul(tanh_c.new_ones(()), tanh_c, tanh_c, value=-1).mul_(o)  # dh/dc
+        a = slope.view(rows, 4, hidden)
+        if mapping != "gated":
+            return a[:, 2].mul_(i).mul_(dc), [2], [1.0, 1.0, 4.0, 1.0]
+        a[:, 0].mul_(g)
+        a[:batch, 1] = 0  # c_{-1} = 0
+        a[batch:, 1].mul_(c[:-batch])
+        a[:, 2].mul_(i)
+        a[:, :3].mul_(dc[:, None])
+        a[:, 3].mul_(tanh_c)
+        return slope, [0, 1, 2, 3], [1.0, 1.0, 4.0, 1.0]
+    # GRU: pre holds r, z, 2 W_in x + 2 b_in, 2 (W_hn h + b_hn).
+    gates = pre[:, : 2 * hidden].sigmoid_()
+    r, z = gates[:, :hidden], gates[:, hidden:]
+    n_x, n_h = pre[:, 2 * hidden : 3 * hidden], pre[:, 3 * hidden :]
+    s_n = torch.addcmul(n_x, r, n_h).sigmoid_()  # (tanh n + 1) / 2
+    a = pre.new_empty(rows, 3, hidden)
+    a_n = torch.addcmul(s_n, s_n, s_n, value=-1).mul_(1 - z)  # a_n / 4
+    if mapping != "gated":
+        return a_n, [2], [1.0, 1.0, 4.0]
+    a[:, 2] = a_n
+    torch.addcmul(r, r, r, value=-1, out=a[:, 0]).mul_(a_n).mul_(n_h)  # a_r / 2
+    n = s_n.mul_(2).sub_(1)
+    h_prev = xh.view(rows, -1)[:, -d.w_hh.shape[1] :]
+    torch.addcmul(z, z, z, value=-1, out=a[:, 1]).mul_(h_prev - n)  # a_z
+    return a.view(rows, 3 * hidden), [0, 1, 2], [2.0, 1.0, 4.0]
+
+
+def _squared_column_norms(
+    mode: str, d: _Direction, coefficients: torch.Tensor, gates: list[int], scales: list[float]
+) -> torch.Tensor:
+    """``(F, N)`` ``||J[:, f]||^2`` of ``J = sum_g diag(a_g) W_ih[g]`` for ``N`` rows of
+    coefficients ``(N, n * H)`` of ``gates`` (each divided by its scale).
+
+    ``||J[:, f]||^2 = sum_{g <= g'} (2 - [g = g']) sum_h a_g[h] a_g'[h] W_g[h, f] W_g'[h, f]``:
+    the coefficients' pairwise products, ordered by the distance between the two gates so that
+    each distance is one product of two column ranges, times the matching products of the input
+    weights, in one matrix product per block of rows instead of forming the ``(N, F, H)``
+    Jacobians.
+    """
+    count = len(gates)
+    hidden = coefficients.shape[1] // count
+    features = d.w_ih.shape[1]
+    w = d.w_ih.view(_GATES[mode], hidden, features)  # (G, H, F)
+    w = torch.stack([w[g] * scales[g] for g in gates])  # (n, H, F)
+    pairs = [(j, j + shift) for shift in range(count) for j in range(count - shift)]
+    pair_weights = torch.cat(
+        [w[j] * w[k] * (1.0 if j == k else 2.0) for j, k in pairs]
+    ).T.contiguous()  # (F, pairs * H)
+    rows = coefficients.shape[0]
+    squared = coefficients.new_empty(features, rows)
+    for start in range(0, rows, _PAIR_BLOCK):
+        a = coefficients[start : start + _PAIR_BLOCK]  # (R, n * H)
+        products = a.new_empty(a.shape[0], len(pairs) * hidden)  # (R, pairs * H)
+        column = 0
+        for shift in range(count):
+            width = (count - shift) * hidden
+            torch.mul(
+                a[:, :width], a[:, shift * hidden :], out=products[:, column : column + width]
+            )
+            column += width
+        torch.mm(pair_weights, products.T, out=squared[:, start : start + a.shape[0]])
+    return squared
+
+
+def _gated_map_scores(
+    mode: str, d: _Direction, x: torch.Tensor, states: torch.Tensor, mapping: str
+) -> torch.Tensor:
+    """``(B, T, F)`` DeepACTIF's L2 scores of one direction (no projections) for ``x`` ``(B, T,
+    F)`` in the order the direction reads it and ``states`` ``(B, T, P)``, its state after each
+    of those steps from a zero state: what :func:`_direction_scores` computes from
+    :func:`_gate_coefficients` and :func:`_jacobian_norms` (to rounding), before reordering."""
+    batch, steps, features = x.shape
+    xh = x.new_empty(steps, batch, features + states.shape[2])  # (T, B, F + P)
+    xh[:, :, :features] = x.transpose(0, 1)
+    xh[0, :, features:] = 0
+    xh[1:, :, features:] = states[:, :-1].transpose(0, 1)
+    coefficients, gates, scales = _time_major_coefficients(mode, d, xh, mapping)
+    squared = _squared_column_norms(mode, d, coefficients, gates, scales)  # (F, T * B)
+    norms = squared.clamp_min_(0).sqrt_().view(features, steps, batch).permute(2, 1, 0)
+    return norms * x.abs()
 
 
 def _check_recurrent(module: object, name: str = "module") -> nn.RNNBase:
