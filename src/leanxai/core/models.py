@@ -12,6 +12,9 @@ Specs:
 - a compressed model file written by :func:`leanxai.compress.save_compressed`
   (``.lxc.safetensors``), for the architectures the file describes (Sequentials of standard layers
   and the zoo's models).
+- ``zoo:<name>``: a pretrained model that ships inside an installed package
+  (:func:`leanxai.zoo.pretrained`, e.g. ``zoo:efficientnet_lite0``), with its preprocessing and
+  class names.
 
 Unpickling arbitrary objects is never done: a whole pickled model (``torch.save(model)``) is
 refused.
@@ -261,6 +264,13 @@ def load_model(spec: str | Path | nn.Module, weights: str | Path | None = None) 
         loaded = _from_hf(text)
     elif text.startswith("py:"):
         loaded = LoadedModel(_from_factory(text, weights))
+    elif text.startswith("zoo:"):
+        if weights is not None:
+            raise ModelLoadError(f"--weights applies to py: specs; {text!r} holds its weights")
+        # A model and its verified weights, not a mechanism: the zoo knows its files (issue 20).
+        from leanxai.zoo.pretrained import pretrained
+
+        loaded = pretrained(text[len("zoo:") :])
     else:
         path = Path(text)
         if weights is not None:
@@ -282,8 +292,9 @@ def load_model(spec: str | Path | nn.Module, weights: str | Path | None = None) 
             )
         else:
             raise ModelLoadError(
-                f"unknown model spec {text!r}; use hf:<repo or folder>, py:module:factory, "
-                "an exported program file.pt2 or a compressed file.lxc.safetensors"
+                f"unknown model spec {text!r}; use zoo:efficientnet_lite0, hf:<repo or folder>, "
+                "py:module:factory, an exported program file.pt2 or a compressed "
+                "file.lxc.safetensors"
             )
     loaded.model.eval()
     return loaded

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from leanxai.core.errors import InputError, InputTypeError
 from leanxai.io import atomic_write_bytes, check_writable
 
-__all__ = ["colorize", "overlay", "panel", "save_overlay", "save_panel"]
+__all__ = ["colorize", "kept_overlay", "overlay", "panel", "save_overlay", "save_panel"]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -255,6 +255,25 @@ def _mask_array(thresholded: ArrayLike, size: tuple[int, int]) -> np.ndarray:
     return _resize(kept, size, "nearest") > 0.5
 
 
+def kept_overlay(
+    image: ArrayLike,
+    heatmap: ArrayLike,
+    thresholded: ArrayLike,
+    *,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """The heatmap overlay on kept pixels, the image at 30% brightness elsewhere.
+
+    The third tile of :func:`panel`; arguments as there. Returns ``(H, W, 3)`` uint8 RGB.
+    """
+    blended = overlay(image, heatmap, cmap=cmap, alpha=alpha)  # (H, W, 3)
+    base = _image_array(image)
+    kept = _mask_array(thresholded, base.shape[:2])
+    dimmed = np.rint(base.astype(np.float32) * _DIM).astype(np.uint8)
+    return np.where(kept[..., None], blended, dimmed)
+
+
 def _load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
@@ -319,10 +338,8 @@ def panel(
         raise InputError(f"titles must be three strings, got {titles!r}")
     blended = overlay(image, heatmap, cmap=cmap, alpha=alpha)  # (H, W, 3)
     base = _image_array(image)
-    height, width = base.shape[:2]
-    kept = _mask_array(thresholded, (height, width))
-    dimmed = np.rint(base.astype(np.float32) * _DIM).astype(np.uint8)
-    third = np.where(kept[..., None], blended, dimmed)
+    width = base.shape[1]
+    third = kept_overlay(image, heatmap, thresholded, cmap=cmap, alpha=alpha)
 
     scale = max(1, math.ceil(_MIN_TILE_WIDTH / width))
     tiles = [base, blended, third]
