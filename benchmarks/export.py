@@ -180,6 +180,12 @@ def benchmark_architecture(
 
     x = evaluation[:1]
     x_torch = torch.from_numpy(x)
+    if rounds <= 0:  # about a minute of timing per architecture, 31 to 301 rounds
+        start = time.perf_counter()
+        for _ in range(3):
+            session_model.run(None, {"pixels": x})
+        each = (time.perf_counter() - start) / 3
+        rounds = int(min(301, max(31, 60 / (4 * each))))
 
     def eager() -> None:
         with torch.no_grad():
@@ -310,7 +316,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated architecture names")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rounds = args.rounds or (7 if args.quick else 31)
+    rounds = args.rounds or (7 if args.quick else 0)  # 0: chosen per architecture
     calibration = photo_crops(32, seed=0)
     evaluation = photo_crops(16, seed=1)
     load_before = os.getloadavg()
@@ -336,7 +342,8 @@ def main() -> None:
     )
     load_after = os.getloadavg()
     notes = [
-        f"Batch 1, one thread, {rounds} interleaved rounds after 3 warm-up rounds; "
+        f"Batch 1, one thread, {'/'.join(str(row['rounds']) for row in rows)} interleaved rounds "
+        "(per architecture, about a minute of timing each) after 3 warm-up rounds; "
         f"onnxruntime {__import__('onnxruntime').__version__}, torch {torch.__version__}, "
         f"{platform.machine()} with {os.cpu_count()} cores. 1-minute load average "
         f"{load_before[0]:.1f} before and {load_after[0]:.1f} after the run: "
