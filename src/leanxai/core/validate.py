@@ -38,9 +38,8 @@ def _is_int(value: object) -> bool:
         return False
     if isinstance(value, int):
         return True
-    return (
-        type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iu"
-    )  # type: ignore[attr-defined]
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return type(value).__module__ == "numpy" and kind in ("i", "u")
 
 
 def _is_real(value: object) -> bool:
@@ -48,9 +47,8 @@ def _is_real(value: object) -> bool:
         return False
     if isinstance(value, (int, float)):
         return True
-    return (
-        type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iuf"
-    )  # type: ignore[attr-defined]
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return type(value).__module__ == "numpy" and kind in ("i", "u", "f")
 
 
 def instance(name: str, value: object, kind: type | tuple[type, ...]) -> Any:

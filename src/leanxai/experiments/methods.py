@@ -249,7 +249,10 @@ def make_explainer(
 
     ``seed`` is passed to methods that take one; ``options`` are extra keyword arguments.
     """
-    return registry.create(name, model, "cnn", seed=seed, options=dict(options or {}))  # type: ignore[no-any-return]
+    explainer: Explainer = registry.create(
+        name, model, "cnn", seed=seed, options=dict(options or {})
+    )
+    return explainer
 
 
 # --------------------------------------------------------------------------------------------
