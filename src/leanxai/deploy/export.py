@@ -212,7 +212,7 @@ class CAMGraph(nn.Module):
             if step.kind == "relu":
                 grad = grad * (record.outputs[step.name] > 0).to(grad.dtype)
             elif step.kind == "linear":
-                weight = self.model.get_submodule(step.name).weight  # (out, in)
+                weight = _weight(self.model, step.name)  # (out, in)
                 grad = grad @ weight.to(grad.dtype)  # (B, in)
             elif step.kind == "flatten":
                 grad = grad.reshape((-1, *step.shape))
@@ -233,7 +233,7 @@ class CAMGraph(nn.Module):
         if requested_target is not None:
             requested = requested_target.to(target.dtype)
             target = torch.where(requested < 0, target, requested)
-        weight = self.model.get_submodule(self.head.linear).weight  # (K, n)
+        weight = _weight(self.model, self.head.linear)  # (K, n)
         rows = weight[target].to(activations.dtype)  # (B, n)
         height, width = activations.shape[2], activations.shape[3]
         if self.head.kind == "forward":
@@ -250,6 +250,12 @@ class CAMGraph(nn.Module):
         )[:, 0]
         heatmap = normalize_maps(heatmap)  # (B, H, W)
         return logits, target, heatmap, cam
+
+
+def _weight(model: nn.Module, name: str) -> torch.Tensor:
+    linear = model.get_submodule(name)
+    assert isinstance(linear, nn.Linear)
+    return linear.weight
 
 
 def _explainer(model: nn.Module, method: str, layer: str | nn.Module | None) -> CAMExplainer:
@@ -411,7 +417,7 @@ def onnx_bytes(
             torch.onnx.export(
                 module,
                 args,
-                buffer,
+                buffer,  # type: ignore[arg-type]  # file objects work; the hint says paths
                 dynamo=False,
                 input_names=inputs,
                 output_names=outputs,
@@ -557,7 +563,7 @@ def quantize_int8(
         if calibration is not None:
             data = np.ascontiguousarray(calibration, dtype=np.float32)
 
-            class _Reader(CalibrationDataReader):  # type: ignore[misc]
+            class _Reader(CalibrationDataReader):
                 def __init__(self) -> None:
                     self._batches = iter(data[i : i + 1] for i in range(len(data)))
 
