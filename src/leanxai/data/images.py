@@ -7,6 +7,7 @@ path, so a batch can report the bad item and keep going.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -21,7 +22,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from leanxai.core.errors import InputError, InputTypeError
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "ignored_files", "load_image", "to_tensor_batch"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "decode_image",
+    "find_images",
+    "ignored_files",
+    "load_image",
+    "to_tensor_batch",
+]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -187,7 +195,31 @@ def load_image(
             array = _decode(path, handle, max_pixels)
     except OSError as error:  # opening the file itself failed (permissions, I/O)
         raise InputError(f"{path}: cannot read file ({_one_line(error)})") from error
+    return _to_tensor(array, size)
 
+
+def decode_image(
+    data: bytes,
+    name: str | Path,
+    size: tuple[int, int] | None = (224, 224),
+    *,
+    max_pixels: int = 89_478_485,
+) -> torch.Tensor:
+    """Decode an image file's bytes exactly as :func:`load_image` decodes the file.
+
+    For collections read as raw bytes (``leanxai.scale``, Parquet columns). ``name`` stands for
+    the path in error messages; the other arguments, the result and the errors are those of
+    :func:`load_image`.
+    """
+    size = _check_size(size)
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise InputError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputTypeError(f"data must be bytes, got {type(data).__name__}")
+    return _to_tensor(_decode(Path(name), io.BytesIO(bytes(data)), max_pixels), size)
+
+
+def _to_tensor(array: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
     image = torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
     if size is not None and tuple(image.shape[1:]) != size:
         image = F.interpolate(
@@ -210,8 +242,9 @@ def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
 
 def _decode(path: Path, handle: BinaryIO, max_pixels: int) -> np.ndarray:
     """Open, check the header size, fully decode, and convert to ``(H, W, 3)`` float32."""
-    if os.fstat(handle.fileno()).st_size == 0:
+    if handle.seek(0, os.SEEK_END) == 0:  # a file or bytes in memory (decode_image)
         raise InputError(f"{path}: file is empty (0 bytes)")
+    handle.seek(0)
     # Pillow warns (DecompressionBombWarning) above Image.MAX_IMAGE_PIXELS; silence it here
     # because the header check against max_pixels below decides, and raises InputError.
     with warnings.catch_warnings():
