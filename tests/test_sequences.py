@@ -159,6 +159,59 @@ def test_deepactif_map_other_mappings_and_layers(mapping):
     )
 
 
+def _recurrent_layer(mode: str, features: int, hidden: int, bidirectional: bool, bias: bool):
+    if mode == "lstm":
+        return nn.LSTM(features, hidden, batch_first=True, bidirectional=bidirectional, bias=bias)
+    if mode == "gru":
+        return nn.GRU(features, hidden, batch_first=True, bidirectional=bidirectional, bias=bias)
+    return nn.RNN(
+        features,
+        hidden,
+        batch_first=True,
+        bidirectional=bidirectional,
+        bias=bias,
+        nonlinearity=mode,
+    )
+
+
+# (B, T, H): few elements per step (the cell recurrence by doubling rounds) and many (step by
+# step, with several blocks of pairwise products).
+@pytest.mark.parametrize("size", [(3, 9, 5), (30, 30, 32)])
+@pytest.mark.parametrize("mode", ["lstm", "gru", "tanh", "relu"])
+def test_deepactif_map_fast_path_equals_the_vectorised_mapping(mode, size, monkeypatch):
+    # The per-input path (time-major gates from the states, pairwise products times the pair
+    # weights) against the aggregate's per-step scores, which the DeepACTIF tests check against
+    # a step-by-step float64 loop.
+    from leanxai.explainers import recurrent_math
+
+    monkeypatch.setattr(recurrent_math, "_PAIR_BLOCK", 256)
+    batch, steps, hidden = size
+    torch.manual_seed(0)
+    x = torch.randn(batch, steps, 4, dtype=torch.float64)
+    mask = torch.arange(steps)[None, :] < torch.randint(1, steps + 1, (batch,))[:, None]
+    for bidirectional in (False, True):
+        for bias in (True, False):
+            layer = _recurrent_layer(mode, 4, hidden, bidirectional, bias).double().eval()
+            with torch.no_grad():
+                states = layer(x)[0]
+            for mapping in ("gated", "candidate"):
+                for m in (None, mask):
+                    expected = recurrent_math._recurrent_scores(layer, x, m, mapping, "l2")
+                    ours = recurrent._map_scores(layer, x, m, None, mapping, "l2")
+                    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-13)
+                reused = recurrent._map_scores(layer, x, None, states, mapping, "l2")
+                expected = recurrent_math._recurrent_scores(layer, x, None, mapping, "l2")
+                torch.testing.assert_close(reused, expected, rtol=1e-10, atol=1e-13)
+    # float32: the same scores to float32 precision.
+    layer = _recurrent_layer(mode, 4, hidden, True, True).eval()
+    torch.testing.assert_close(
+        recurrent._map_scores(layer, x.float(), mask, None, "gated", "l2"),
+        recurrent_math._recurrent_scores(layer, x.float(), mask, "gated", "l2"),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+
+
 # -- masks and packed sequences -------------------------------------------------------------------
 
 

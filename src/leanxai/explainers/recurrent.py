@@ -216,10 +216,14 @@ def _result(
     time_map: torch.Tensor | None = None,
 ) -> SequenceExplanation:
     valid = batch.valid
-    attribution = torch.where(valid[:, :, None], attribution.detach(), 0.0)
+    attribution = attribution.detach()
+    if batch.mask is not None:  # without one every step is valid: nothing to zero
+        attribution = torch.where(valid[:, :, None], attribution, 0.0)
     if time_map is None:
         time_map = attribution.abs().sum(dim=2)
-    time_map = torch.where(valid, time_map.detach(), 0.0)
+    time_map = time_map.detach()
+    if batch.mask is not None:
+        time_map = torch.where(valid, time_map, 0.0)
     return SequenceExplanation(
         attribution=attribution,
         time_map=time_map,
@@ -304,8 +308,14 @@ def _map_scores(
     steps = x.shape[1]
     for reverse in (False, True)[:directions]:
         d = _direction(module, 0, reverse, dtype)
-        order = _processing_order(mask, steps, reverse)
-        read = x if order is None else x.gather(1, order[:, :, None].expand_as(x).to(x.device))
+        # Without a mask the backward direction reads the steps in reverse: a flip, cheaper
+        # than the gather and scatter that a mask's per-sequence orders need.
+        flip = reverse and mask is None
+        order = None if flip else _processing_order(mask, steps, reverse)
+        if flip:
+            read = x.flip(1)
+        else:
+            read = x if order is None else x.gather(1, order[:, :, None].expand_as(x).to(x.device))
         if states is None:
             run = _fused_states(module, d, read)  # (B, T, P)
         else:
@@ -313,12 +323,16 @@ def _map_scores(
             own = states[:, :, width * int(reverse) : width * (int(reverse) + 1)].to(dtype)
             # The backward direction's state at step t is the state of a run over the reversed
             # valid steps after reading t, so gathering in the read order gives that run.
-            if order is None:
+            if flip:
+                run = own.flip(1)
+            elif order is None:
                 run = own
             else:
                 run = own.gather(1, order[:, :, None].expand_as(own).to(own.device))
         scores = _gated_map_scores(module.mode, d, read, run, mapping)  # (B, T, F)
-        if order is not None:
+        if flip:
+            scores = scores.flip(1)
+        elif order is not None:
             index = order[:, :, None].expand_as(scores).to(scores.device)
             scores = torch.zeros_like(scores).scatter_(1, index, scores)
         if mask is not None:
@@ -366,9 +380,13 @@ class DeepACTIFMap(_SequenceExplainer):
     recurrent layer's input and, for a one-layer module called without a mask or with a
     :class:`~torch.nn.utils.rnn.PackedSequence`, its outputs, the previous states of every step,
     so the layer is not run again (otherwise once more, fused, from its weights). The gates of
-    all steps then follow at once, and the L2 norms of the Jacobians' columns from one matrix
-    product of the gates' coefficient products (see :func:`_pair_norms`), never forming the
-    ``(B, T, F, H)`` Jacobians.
+    all steps then follow from one matrix product, and the L2 norms of the Jacobians' columns
+    from a matrix product of the gates' coefficients' pairwise products (see
+    :func:`~leanxai.explainers.recurrent_math._gated_map_scores`), never forming the ``(B, T,
+    F, H)`` Jacobians. That is still several times the model's own forward pass on small
+    recurrent classifiers: the gates of every step must be computed again (the fused kernel does
+    not return them), which alone costs about as many operations as the recurrent layer's
+    forward (see the README's cost notes).
 
     Parameters
     ----------

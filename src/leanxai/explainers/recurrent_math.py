@@ -307,39 +307,40 @@ def _direction_scores(
 _PAIR_BLOCK = 512
 
 
-def _preactivation_weights(
-    mode: str, d: _Direction
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """``(weight (C, F + P), bias (C,) or None, doubled (C,))``: the pre-activations of all gates
-    as ``[x_t, h_{t-1}] @ weight.T + bias``, doubled where ``doubled`` says 2 (blocks read through
-    ``tanh``). For a GRU the candidate's input and hidden parts are kept apart (``C = 4H``:
-    ``r, z`` summed, then ``2 W_in x`` and ``2 (W_hn h + b_hn)``), as its reset gate scales the
-    hidden part only."""
+def _preactivation_weights(mode: str, d: _Direction) -> torch.Tensor:
+    """``(C, F + P [+ 1])``: the pre-activations of all gates as ``[x_t, h_{t-1}, 1] @ weight.T``
+    (the last column, the summed biases, only when the direction has biases), doubled in the
+    blocks read through ``tanh``.
+
+    For a GRU the candidate's input and hidden parts are kept apart (``C = 4H``: ``r``, ``z``,
+    then ``2 (W_in x + b_in)`` and ``2 (W_hn h + b_hn)``), as its reset gate scales the hidden
+    part only.
+    """
     hidden = d.w_hh.shape[0] // _GATES[mode]
-    features, width = d.w_ih.shape[1], d.w_hh.shape[1]
-    bias = None if d.b_ih is None or d.b_hh is None else d.b_ih + d.b_hh
+    features = d.w_ih.shape[1]
+    biased = d.b_ih is not None and d.b_hh is not None
     if mode == "GRU":
-        zeros_x = d.w_ih.new_zeros(hidden, features)
-        zeros_h = d.w_hh.new_zeros(hidden, width)
-        weight = torch.cat(
-            [
-                torch.cat([d.w_ih[: 2 * hidden], d.w_hh[: 2 * hidden]], dim=1),
-                torch.cat([d.w_ih[2 * hidden :], zeros_h], dim=1),
-                torch.cat([zeros_x, d.w_hh[2 * hidden :]], dim=1),
-            ]
-        )  # (4H, F + P)
-        if bias is not None:
+        weight = d.w_ih.new_zeros(4 * hidden, features + d.w_hh.shape[1] + int(biased))
+        weight[: 3 * hidden, :features] = d.w_ih
+        weight[: 2 * hidden, features : features + d.w_hh.shape[1]] = d.w_hh[: 2 * hidden]
+        weight[3 * hidden :, features : features + d.w_hh.shape[1]] = d.w_hh[2 * hidden :]
+        if biased:
             assert d.b_ih is not None and d.b_hh is not None
-            bias = torch.cat([bias[: 2 * hidden], d.b_ih[2 * hidden :], d.b_hh[2 * hidden :]])
-        blocks = [1.0, 1.0, 2.0, 2.0]
-    else:
-        weight = torch.cat([d.w_ih, d.w_hh], dim=1)  # (G * H, F + P)
-        blocks = {"LSTM": [1.0, 1.0, 2.0, 1.0], "RNN_TANH": [2.0], "RNN_RELU": [1.0]}[mode]
-    doubled = torch.tensor(blocks, dtype=weight.dtype, device=weight.device).repeat_interleave(
-        hidden
-    )
-    weight = weight * doubled[:, None]
-    return weight, None if bias is None else bias * doubled, doubled
+            weight[: 3 * hidden, -1] = d.b_ih
+            weight[: 2 * hidden, -1] += d.b_hh[: 2 * hidden]
+            weight[3 * hidden :, -1] = d.b_hh[2 * hidden :]
+        weight[2 * hidden :] *= 2
+        return weight
+    parts = [d.w_ih, d.w_hh]
+    if biased:
+        assert d.b_ih is not None and d.b_hh is not None
+        parts.append((d.b_ih + d.b_hh)[:, None])
+    weight = torch.cat(parts, dim=1)  # (G * H, F + P [+ 1])
+    if mode == "LSTM":
+        weight[2 * hidden : 3 * hidden] *= 2
+    elif mode == "RNN_TANH":
+        weight *= 2
+    return weight
 
 
 def _recurrence(decay: torch.Tensor, increment: torch.Tensor) -> torch.Tensor:
@@ -351,8 +352,7 @@ def _recurrence(decay: torch.Tensor, increment: torch.Tensor) -> torch.Tensor:
     in fewer, larger operations); the doubling rounds otherwise (long sequences of few elements).
     """
     steps = decay.shape[0]
-    per_step = decay[0].numel()
-    if steps > 1 and per_step * (2 * math.log2(steps) - 1) > 6000:
+    if steps > 1 and decay[0].numel() * (2 * math.log2(steps) - 1) > 6000:
         for t in range(1, steps):
             increment[t].addcmul_(decay[t], increment[t - 1])
         return increment
@@ -362,16 +362,15 @@ def _recurrence(decay: torch.Tensor, increment: torch.Tensor) -> torch.Tensor:
 def _time_major_coefficients(
     mode: str, d: _Direction, xh: torch.Tensor, mapping: str
 ) -> tuple[torch.Tensor, list[int], list[float]]:
-    """The gate coefficients of :func:`_gate_coefficients` for ``xh`` ``(T, B, F + P)``, each
-    step's input and previous state side by side: ``(coefficients (T * B, n * H), gates,
-    scales)``, the ``n`` blocks of ``gates`` (in PyTorch's order), block ``g`` holding the
-    coefficient divided by ``scales[g]``."""
+    """The gate coefficients of :func:`_gate_coefficients` for ``xh`` ``(T, B, F + P [+ 1])``,
+    each step's input, previous state (and a one, with biases) side by side: ``(coefficients
+    (T * B, n * H), gates, scales)``, the ``n`` blocks of ``gates`` (consecutive, in PyTorch's
+    order), block ``g`` holding the coefficient divided by ``scales[g]``."""
     steps, batch, _ = xh.shape
     rows = steps * batch
-    weight, bias, _ = _preactivation_weights(mode, d)
-    flat = xh.view(rows, -1)
-    pre = flat @ weight.T if bias is None else torch.addmm(bias, flat, weight.T)  # (N, C)
+    width = d.w_hh.shape[1]
     hidden = d.w_hh.shape[0] // _GATES[mode]
+    pre = xh.view(rows, -1) @ _preactivation_weights(mode, d).T  # (N, C)
     if mode == "RNN_RELU":
         return (pre > 0).to(pre.dtype), [0], [1.0]
     if mode == "RNN_TANH":
@@ -379,38 +378,40 @@ def _time_major_coefficients(
         return s.addcmul_(s, s, value=-1), [0], [4.0]  # s (1 - s) = (1 - tanh^2) / 4
     if mode == "LSTM":
         s = pre.sigmoid_()  # (N, 4H): i, f, (tanh g + 1) / 2, o
-        slope = torch.addcmul(s, s, s, value=-1)  # (N, 4H) s (1 - s)
-        i, f, g, o = (s[:, k * hidden : (k + 1) * hidden] for k in range(4))
+        a = torch.addcmul(s, s, s, value=-1).view(rows, 4, hidden)  # s (1 - s)
+        i, f, g, o = s.view(rows, 4, hidden).unbind(1)
         g = g.mul(2).sub_(1)  # (N, H) tanh of the candidate
         c = _recurrence(f.view(steps, batch, hidden), (i * g).view(steps, batch, hidden))
         c = c.reshape(rows, hidden)  # (N, H) c_t
         tanh_c = torch.sigmoid(2 * c).mul_(2).sub_(1)
         dc = torch.addcmul(tanh_c.new_ones(()), tanh_c, tanh_c, value=-1).mul_(o)  # dh/dc
-        a = slope.view(rows, 4, hidden)
+        scales = [1.0, 1.0, 4.0, 1.0]
         if mapping != "gated":
-            return a[:, 2].mul_(i).mul_(dc), [2], [1.0, 1.0, 4.0, 1.0]
+            return a[:, 2].mul_(i).mul_(dc), [2], scales
         a[:, 0].mul_(g)
         a[:batch, 1] = 0  # c_{-1} = 0
         a[batch:, 1].mul_(c[:-batch])
         a[:, 2].mul_(i)
         a[:, :3].mul_(dc[:, None])
         a[:, 3].mul_(tanh_c)
-        return slope, [0, 1, 2, 3], [1.0, 1.0, 4.0, 1.0]
-    # GRU: pre holds r, z, 2 W_in x + 2 b_in, 2 (W_hn h + b_hn).
-    gates = pre[:, : 2 * hidden].sigmoid_()
-    r, z = gates[:, :hidden], gates[:, hidden:]
+        return a.view(rows, 4 * hidden), [0, 1, 2, 3], scales
+    # GRU: pre holds r, z, 2 (W_in x + b_in), 2 (W_hn h + b_hn).
+    rz = pre[:, : 2 * hidden].sigmoid_()
+    r, z = rz[:, :hidden], rz[:, hidden:]
     n_x, n_h = pre[:, 2 * hidden : 3 * hidden], pre[:, 3 * hidden :]
     s_n = torch.addcmul(n_x, r, n_h).sigmoid_()  # (tanh n + 1) / 2
-    a = pre.new_empty(rows, 3, hidden)
     a_n = torch.addcmul(s_n, s_n, s_n, value=-1).mul_(1 - z)  # a_n / 4
+    scales = [2.0, 1.0, 4.0]
     if mapping != "gated":
-        return a_n, [2], [1.0, 1.0, 4.0]
+        return a_n, [2], scales
+    a = pre.new_empty(rows, 3, hidden)
     a[:, 2] = a_n
     torch.addcmul(r, r, r, value=-1, out=a[:, 0]).mul_(a_n).mul_(n_h)  # a_r / 2
+    features = d.w_ih.shape[1]
+    h_prev = xh.view(rows, -1)[:, features : features + width]
     n = s_n.mul_(2).sub_(1)
-    h_prev = xh.view(rows, -1)[:, -d.w_hh.shape[1] :]
     torch.addcmul(z, z, z, value=-1, out=a[:, 1]).mul_(h_prev - n)  # a_z
-    return a.view(rows, 3 * hidden), [0, 1, 2], [2.0, 1.0, 4.0]
+    return a.view(rows, 3 * hidden), [0, 1, 2], scales
 
 
 def _squared_column_norms(
@@ -422,31 +423,31 @@ def _squared_column_norms(
     ``||J[:, f]||^2 = sum_{g <= g'} (2 - [g = g']) sum_h a_g[h] a_g'[h] W_g[h, f] W_g'[h, f]``:
     the coefficients' pairwise products, ordered by the distance between the two gates so that
     each distance is one product of two column ranges, times the matching products of the input
-    weights, in one matrix product per block of rows instead of forming the ``(N, F, H)``
-    Jacobians.
+    weights, one matrix product per block of rows instead of forming the ``(N, F, H)`` Jacobians.
     """
     count = len(gates)
     hidden = coefficients.shape[1] // count
     features = d.w_ih.shape[1]
-    w = d.w_ih.view(_GATES[mode], hidden, features)  # (G, H, F)
-    w = torch.stack([w[g] * scales[g] for g in gates])  # (n, H, F)
-    pairs = [(j, j + shift) for shift in range(count) for j in range(count - shift)]
-    pair_weights = torch.cat(
-        [w[j] * w[k] * (1.0 if j == k else 2.0) for j, k in pairs]
-    ).T.contiguous()  # (F, pairs * H)
+    w = d.w_ih.view(_GATES[mode], hidden, features)[gates[0] : gates[-1] + 1]  # (n, H, F)
+    w = w * w.new_tensor([scales[g] for g in gates])[:, None, None]
+    first = [j for shift in range(count) for j in range(count - shift)]
+    second = [j + shift for shift in range(count) for j in range(count - shift)]
+    factor = w.new_tensor([1.0] * count + [2.0] * (len(first) - count))
+    pair_weights = (w[first] * w[second]).mul_(factor[:, None, None])  # (pairs, H, F)
+    pair_weights = pair_weights.view(-1, features).T.contiguous()  # (F, pairs * H)
     rows = coefficients.shape[0]
     squared = coefficients.new_empty(features, rows)
-    for start in range(0, rows, _PAIR_BLOCK):
-        a = coefficients[start : start + _PAIR_BLOCK]  # (R, n * H)
-        products = a.new_empty(a.shape[0], len(pairs) * hidden)  # (R, pairs * H)
+    block = min(rows, _PAIR_BLOCK)
+    products = coefficients.new_empty(block, len(first) * hidden)  # (R, pairs * H)
+    for start in range(0, rows, block):
+        a = coefficients[start : start + block]  # (R, n * H)
+        part = products[: a.shape[0]]
         column = 0
         for shift in range(count):
-            width = (count - shift) * hidden
-            torch.mul(
-                a[:, :width], a[:, shift * hidden :], out=products[:, column : column + width]
-            )
-            column += width
-        torch.mm(pair_weights, products.T, out=squared[:, start : start + a.shape[0]])
+            span = (count - shift) * hidden
+            torch.mul(a[:, :span], a[:, shift * hidden :], out=part[:, column : column + span])
+            column += span
+        torch.mm(pair_weights, part.T, out=squared[:, start : start + a.shape[0]])
     return squared
 
 
@@ -458,10 +459,14 @@ def _gated_map_scores(
     of those steps from a zero state: what :func:`_direction_scores` computes from
     :func:`_gate_coefficients` and :func:`_jacobian_norms` (to rounding), before reordering."""
     batch, steps, features = x.shape
-    xh = x.new_empty(steps, batch, features + states.shape[2])  # (T, B, F + P)
+    width = states.shape[2]
+    biased = d.b_ih is not None and d.b_hh is not None
+    xh = x.new_empty(steps, batch, features + width + int(biased))  # (T, B, F + P [+ 1])
     xh[:, :, :features] = x.transpose(0, 1)
-    xh[0, :, features:] = 0
-    xh[1:, :, features:] = states[:, :-1].transpose(0, 1)
+    xh[0, :, features : features + width] = 0
+    xh[1:, :, features : features + width] = states[:, :-1].transpose(0, 1)
+    if biased:
+        xh[:, :, -1] = 1
     coefficients, gates, scales = _time_major_coefficients(mode, d, xh, mapping)
     squared = _squared_column_norms(mode, d, coefficients, gates, scales)  # (F, T * B)
     norms = squared.clamp_min_(0).sqrt_().view(features, steps, batch).permute(2, 1, 0)
