@@ -69,6 +69,15 @@ def main(debug: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=16, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="a whole collection (folders, path lists, Parquet) to resumable Parquet shards",
+)
+@click.option("--address", default=None, help="--engine ray: auto or ray://HOST:PORT")
+@click.option("--workers", type=click.IntRange(1, 4096), default=None, help="--engine ray: actors")
+@click.option("--overlays", is_flag=True, help="--engine: also write overlay PNGs")
 def explain(
     inputs: tuple[str, ...],
     model_spec: str,
@@ -81,6 +90,10 @@ def explain(
     batch_size: int,
     out_dir: Path,
     overwrite: bool,
+    engine: str | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    overlays: bool = False,
 ) -> None:
     """Explain images (files or folders) and write overlays, raw maps and summary.csv.
 
@@ -121,6 +134,16 @@ def explain(
             out_dir,
             overwrite,
         )
+        return
+    if engine is not None or address is not None or workers is not None or overlays:
+        from leanxai.cli.scale import explain_collection_command  # issue 21
+
+        if engine is None:
+            fail("--address, --workers and --overlays apply to --engine local|ray")
+        explain_collection_command(
+            inputs, model_spec, weights, layer, method, threshold_spec, target, size,
+            batch_size, out_dir, overwrite, engine, address, workers, overlays,
+        )  # fmt: skip
         return
     from tqdm import tqdm
 
