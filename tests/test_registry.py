@@ -32,7 +32,11 @@ def test_names_are_normalised_in_one_place():
 
 
 def test_a_name_of_two_families_needs_the_family():
-    assert {m.family for m in registry.methods() if m.name == "ig"} == {"cnn", "recurrent"}
+    assert {m.family for m in registry.methods() if m.name == "ig"} == {
+        "cnn",
+        "recurrent",
+        "vision_transformer",
+    }
     with pytest.raises(InputError, match="several families"):
         registry.get("ig")
     assert registry.get("ig", "recurrent").output == "feature ranking"

@@ -113,8 +113,39 @@ def _is_graph(model: nn.Module, inputs: Any) -> bool:
     return inputs is None or (hasattr(inputs, "x") and hasattr(inputs, "edge_index"))
 
 
+_VISION_TRANSFORMER_MODEL_TYPES = frozenset(
+    {"vit", "deit", "beit", "data2vec-vision", "dinov2", "vit_msn", "vit_mae", "swin", "swinv2"}
+)
+
+
+def _is_vision_transformer(model: nn.Module, inputs: Any) -> bool:
+    shape = _shape(inputs)
+    if inputs is not None and (shape is None or len(shape) != 4):
+        return False
+    model_type = _model_type(model)
+    if model_type is not None:
+        return model_type in _VISION_TRANSFORMER_MODEL_TYPES
+    # A plain module: self-attention over patches (a convolutional patch embedding or image
+    # inputs). Self-attention is nn.MultiheadAttention or a module named *Attention with query,
+    # key and value projections (three linear layers, or one packed qkv layer), which a CNN's
+    # squeeze-excitation or CBAM "attention" does not have.
+    modules = list(model.modules())
+    attention = any(_is_self_attention(m) for m in modules)
+    return attention and (inputs is not None or any(isinstance(m, nn.Conv2d) for m in modules))
+
+
+def _is_self_attention(module: nn.Module) -> bool:
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    if not type(module).__name__.endswith("Attention"):
+        return False
+    linears = [m for m in module.children() if isinstance(m, nn.Linear)]
+    return len(linears) >= 3 or any(m.out_features == 3 * m.in_features for m in linears)
+
+
 register_detector("graph", _is_graph, priority=30)
 register_detector("recurrent", _is_recurrent, priority=40)
+register_detector("vision_transformer", _is_vision_transformer, priority=60)
 register_detector("cnn", _is_cnn, priority=100)
 
 

@@ -9,7 +9,7 @@ holds for the other temporary changes (``training`` flags, grad mode).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "input_of",
     "module_calls",
     "record_outputs",
+    "rewrite_outputs",
 ]
 
 
@@ -268,3 +269,31 @@ def module_calls(model: nn.Module, name: str) -> Iterator[list[tuple[Any, Any]]]
         yield calls
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def rewrite_outputs(
+    model: nn.Module, rewrites: dict[str, Callable[[nn.Module, Any, Any, Any], Any]]
+) -> Iterator[None]:
+    """Replace the outputs of modules during the block: ``rewrite(module, args, kwargs, output)``.
+
+    Each rewrite returns what the module should return instead (``None`` keeps the output). Used
+    to recompute an attention module's output from probabilities that autograd can reach (the
+    probabilities :class:`torch.nn.MultiheadAttention` returns are a copy outside the graph). The
+    hooks are removed when the block ends, whatever happens.
+    """
+    with contextlib.ExitStack() as stack:
+        for name, rewrite in rewrites.items():
+
+            def hook(
+                module: nn.Module,
+                args: Any,
+                kwargs: Any,
+                output: Any,
+                rewrite: Callable[[nn.Module, Any, Any, Any], Any] = rewrite,
+            ) -> Any:
+                return rewrite(module, args, kwargs, output)
+
+            handle = _module(model, name).register_forward_hook(hook, with_kwargs=True)
+            stack.callback(handle.remove)
+        yield

@@ -61,6 +61,7 @@ _PROVIDERS: tuple[str, ...] = (
     "leanxai.explainers.deepactif",
     "leanxai.explainers.recurrent",
     "leanxai.explainers.graph",
+    "leanxai.explainers.vision_transformer",
 )
 
 _DEFAULTS: dict[str, str] = {"cnn": "gradcam", "recurrent": "deepactif_map"}
