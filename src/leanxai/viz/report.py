@@ -149,11 +149,15 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .slider output { font-weight: 600; font-variant-numeric: tabular-nums; min-width: 7rem; }
 .cards { display: grid; gap: 1rem;
          grid-template-columns: repeat(auto-fill, minmax(min(100%, 22rem), 1fr)); }
-.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.75rem; min-width: 0; }
-.pictures { display: flex; flex-wrap: wrap; gap: 0.75rem; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.75rem; min-width: 0;
+        margin: 1rem 0; display: flex; flex-wrap: wrap; gap: 0 1.5rem; align-items: flex-start; }
+.card > h3 { flex: 1 1 100%; }
+.card > .table-wrap { margin-top: 0; }
+.card > .pictures { flex: 1 1 20rem; }
+.pictures { display: flex; flex-wrap: wrap; gap: 0.75rem; min-width: 0; max-width: 100%; }
+.pictures > figure, .pictures > .switch { flex: 0 1 15rem; min-width: 0; }
 figure { margin: 0; max-width: 100%; }
-.card figure { flex: 1 1 10rem; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid #ddd; }
+figure img { display: block; width: 100%; max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.82rem; color: #555; margin-top: 0.2rem; }
 .switch .title { font-size: 0.85rem; font-weight: 600; margin-bottom: 0.2rem; }
 @media (max-width: 600px) {
