@@ -7,7 +7,10 @@ the registry (family ``recurrent``, output ``time x feature map``) explains the 
 ``--n`` test sequences for the predicted class. Reported per method and model:
 
 - cost: ms per sequence and the ratio to inference (``model(x)`` on the same batch of 64), the
-  median of interleaved repeats in this one process, one thread;
+  median of interleaved repeats in this one process, one thread, in CPU time of the process
+  (``time.process_time``: on a machine whose cores are shared, wall time charges a call for the
+  time it waits for a core, which inflates longer calls most); the wall-time ratio is kept in the
+  CSV as ``x_inference_wall``;
 - AUPRC and AUROC of the ``(T, F)`` map (``|attribution|``) against the planted cells, and of
   the ``(T,)`` time map against the planted steps, averaged over sequences (a uniformly random
   map is the chance row);
@@ -21,9 +24,12 @@ On BasicMotions and JapaneseVowels (aeon; no ground truth) only the deletion cur
 
     OMP_NUM_THREADS=1 python benchmarks/sequences.py            # ~5-10 min on one thread
     OMP_NUM_THREADS=1 python benchmarks/sequences.py --quick    # one set, LSTM, 30 sequences
+    OMP_NUM_THREADS=1 python benchmarks/sequences.py --cost-only  # rerun the cost columns only
 
 Output: ``benchmarks/results/sequences.csv`` (one row per set, model and method),
 ``benchmarks/results/sequences_tests.csv`` and ``benchmarks/results/sequences.md``.
+``--cost-only`` measures the cost again, replaces the cost columns of the existing
+``sequences.csv`` and rewrites ``sequences.md`` from the CSV files; nothing else is rerun.
 """
 
 from __future__ import annotations
@@ -123,14 +129,19 @@ def _median_ms(runs: list[float]) -> float:
 
 def cost(
     model: torch.nn.Module, x: torch.Tensor, methods: tuple[str, ...], repeats: int
-) -> dict[str, tuple[float, float]]:
-    """``method -> (ms per sequence, x inference)``: each method and inference run alternately
-    on the same batch, medians of ``repeats`` rounds after a warm-up."""
+) -> dict[str, tuple[float, float, float]]:
+    """``method -> (ms per sequence, x inference, x inference in wall time)``: each method and
+    inference run alternately on the same batch, medians of ``repeats`` rounds after a warm-up.
+
+    Milliseconds and the first ratio are CPU time of the process (one thread: the work done);
+    the wall-time ratio also counts the time a call waits for a core when others share them.
+    """
     explainers = {name: _build(name, model) for name in methods}
     calls: dict[str, Callable[[], Any]] = {"inference": lambda: model(x)}
     for name, explainer in explainers.items():
         calls[name] = lambda e=explainer: e.explain(x)
-    times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    wall: dict[str, list[float]] = {name: [] for name in calls}
     with torch.no_grad():
         model(x)
     for name in calls:
@@ -140,18 +151,19 @@ def cost(
         for name, call in calls.items():
             if r >= 3 and name in ("ig_map", "occlusion_map"):
                 continue  # slow: three rounds are enough
-            start = time.perf_counter()
+            start, start_wall = time.process_time(), time.perf_counter()
             if name == "inference":
                 with torch.no_grad():
                     call()
             else:
                 call()
-            times[name].append(time.perf_counter() - start)
-    base = _median_ms(times["inference"])
-    result = {"inference": (base / len(x), 1.0)}
+            cpu[name].append(time.process_time() - start)
+            wall[name].append(time.perf_counter() - start_wall)
+    base, base_wall = _median_ms(cpu["inference"]), _median_ms(wall["inference"])
+    result = {"inference": (base / len(x), 1.0, 1.0)}
     for name in methods:
-        ms = _median_ms(times[name])
-        result[name] = (ms / len(x), ms / base)
+        ms = _median_ms(cpu[name])
+        result[name] = (ms / len(x), ms / base, _median_ms(wall[name]) / base_wall)
     return result
 
 
@@ -188,7 +200,7 @@ def run(sets: tuple[str, ...], kinds: tuple[str, ...], n: int, real: bool, repea
                 area, curve = deletion(model, x, None, time_map)
                 per_sequence[(dataset, kind, name)] = auprc
                 curves[(dataset, kind, name)] = curve
-                ms, ratio = timing.get(name, (float("nan"), float("nan")))
+                ms, ratio, ratio_wall = timing.get(name, (float("nan"),) * 3)
                 rows.append(
                     {
                         "dataset": dataset,
@@ -197,6 +209,7 @@ def run(sets: tuple[str, ...], kinds: tuple[str, ...], n: int, real: bool, repea
                         "method": name,
                         "ms_per_sequence": round(ms, 4),
                         "x_inference": round(ratio, 2),
+                        "x_inference_wall": round(ratio_wall, 2),
                         "auprc_tf": round(_mean(auprc), 4),
                         "auroc_tf": round(_mean(roc), 4),
                         "auprc_t": round(_mean(time_auprc), 4),
@@ -253,6 +266,59 @@ def _csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def _value(text: str) -> Any:
+    """A CSV cell back as the int, float or string it was written from."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _with_wall_column(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with ``x_inference_wall`` right after ``x_inference`` (NaN if it had none)."""
+    rebuilt: dict[str, Any] = {}
+    for key, value in row.items():
+        if key != "x_inference_wall":
+            rebuilt[key] = value
+        if key == "x_inference":
+            rebuilt["x_inference_wall"] = row.get("x_inference_wall", float("nan"))
+    return rebuilt
+
+
+def cost_only(sets: tuple[str, ...], kinds: tuple[str, ...], repeats: int) -> None:
+    """Measure the cost again and replace the cost columns of the existing results."""
+    torch.set_num_threads(1)
+    rows = [_with_wall_column(row) for row in _read_csv(RESULTS / "sequences.csv")]
+    if not rows:
+        raise SystemExit(f"no {RESULTS / 'sequences.csv'}: run the full benchmark first")
+    methods = _methods()
+    for dataset in sets:
+        _, test = load_saliency_data(dataset)
+        x = test.inputs[:COST_BATCH]
+        for kind in kinds:
+            model, _ = load_saliency_model(dataset, kind)
+            timing = cost(model, x, methods, repeats)
+            for row in rows:
+                if (row["dataset"], row["model"]) != (dataset, kind) or row["method"] not in timing:
+                    continue
+                ms, ratio, ratio_wall = timing[row["method"]]
+                row["ms_per_sequence"] = round(ms, 4)
+                row["x_inference"] = round(ratio, 2)
+                row["x_inference_wall"] = round(ratio_wall, 2)
+                print({k: row[k] for k in ("dataset", "model", "method")}, timing[row["method"]])
+    tests = _read_csv(RESULTS / "sequences_tests.csv")
+    write(rows, tests, _read_csv(RESULTS / "sequences_real.csv"), int(rows[0]["n"]))
+
+
 def write(
     rows: list[dict[str, Any]], tests: list[dict[str, Any]], real_rows: list[dict[str, Any]], n: int
 ) -> None:
@@ -264,10 +330,12 @@ def write(
         "# Per-input explanations of recurrent classifiers (benchmarks/sequences.py)",
         "",
         f"{n} test sequences per set; maps for the predicted class; cost on a batch of "
-        f"{COST_BATCH}, one thread, medians of interleaved repeats (x inference: the same batch "
-        "through `model(x)`). AUPRC/AUROC: mean over sequences of the map against the planted "
-        "cells (T x F) or steps (T). Deletion: area under the probability of the predicted class "
-        "as the top steps are replaced by the sequence mean, 10% at a time (lower is better).",
+        f"{COST_BATCH}, one thread, medians of interleaved repeats in CPU time (x inference: the "
+        "same batch through `model(x)`; the wall-time ratio, which on shared cores also counts "
+        "waiting for a core, is `x_inference_wall` in the CSV). AUPRC/AUROC: mean over sequences "
+        "of the map against the planted cells (T x F) or steps (T). Deletion: area under the "
+        "probability of the predicted class as the top steps are replaced by the sequence mean, "
+        "10% at a time (lower is better).",
         "",
         "| set | model (acc) | method | ms/seq | x inference | AUPRC TxF | AUROC TxF | AUPRC T | "
         "AUROC T | deletion |",
@@ -319,8 +387,15 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=100, help="test sequences per set")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="rerun only the cost (ms/seq, x inference) of the existing results",
+    )
     args = parser.parse_args()
-    if args.quick:
+    if args.cost_only:
+        cost_only(SETS, tuple(KINDS), args.repeats)
+    elif args.quick:
         run(("box",), ("lstm",), 30, real=False, repeats=3)
     else:
         run(SETS, tuple(KINDS), args.n, real=True, repeats=args.repeats)

@@ -400,12 +400,11 @@ def _time_major_coefficients(
     r, z = rz[:, :hidden], rz[:, hidden:]
     n_x, n_h = pre[:, 2 * hidden : 3 * hidden], pre[:, 3 * hidden :]
     s_n = torch.addcmul(n_x, r, n_h).sigmoid_()  # (tanh n + 1) / 2
-    a_n = torch.addcmul(s_n, s_n, s_n, value=-1).mul_(1 - z)  # a_n / 4
+    a = pre.new_empty(rows, 3, hidden)
+    a_n = torch.addcmul(s_n, s_n, s_n, value=-1, out=a[:, 2]).mul_(1 - z)  # a_n / 4
     scales = [2.0, 1.0, 4.0]
     if mapping != "gated":
         return a_n, [2], scales
-    a = pre.new_empty(rows, 3, hidden)
-    a[:, 2] = a_n
     torch.addcmul(r, r, r, value=-1, out=a[:, 0]).mul_(a_n).mul_(n_h)  # a_r / 2
     features = d.w_ih.shape[1]
     h_prev = xh.view(rows, -1)[:, features : features + width]
