@@ -61,3 +61,31 @@ def test_the_zoo_registers_its_architectures_when_imported():
     )
     assert result.returncode == 0, result.stderr
     assert "'SmallCNN'" in result.stdout and "'VGGStyle'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "statement", ["import leanxai", "import leanxai.deploy", "import leanxai.deploy.runtime"]
+)
+def test_torch_free_parts_import_without_torch(statement):
+    """The public names load on first use, so the ONNX runtime runs where torch is absent."""
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # importing torch now fails\n"
+        f"{statement}\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_public_names_still_resolve():
+    script = (
+        "import leanxai\n"
+        "from leanxai import GradCAM, threshold, explain, METHODS\n"
+        "assert leanxai.GradCAM is GradCAM and callable(threshold.top_percent)\n"
+        "assert set(METHODS) >= {'gradcam', 'gradcam++'} and 'GradCAM' in dir(leanxai)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

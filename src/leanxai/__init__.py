@@ -7,23 +7,25 @@ The top level exports the explainers, :class:`Explanation`, :func:`explain` and 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from leanxai import threshold
-from leanxai.core.targets import Target
-from leanxai.explainers.base import Explainer, Explanation
-from leanxai.explainers.baselines import (
-    LIME,
-    RISE,
-    GuidedBackprop,
-    IntegratedGradients,
-    KernelSHAP,
-    Occlusion,
-)
-from leanxai.explainers.cam import CAMExplainer, GradCAM, GradCAMPlusPlus
-from leanxai.explainers.deepactif import DeepACTIF, FeatureAttribution
+    from leanxai import threshold
+    from leanxai.core.targets import Target
+    from leanxai.explainers.base import Explainer, Explanation
+    from leanxai.explainers.baselines import (
+        LIME,
+        RISE,
+        GuidedBackprop,
+        IntegratedGradients,
+        KernelSHAP,
+        Occlusion,
+    )
+    from leanxai.explainers.cam import CAMExplainer, GradCAM, GradCAMPlusPlus
+    from leanxai.explainers.deepactif import DeepACTIF, FeatureAttribution
 
 __version__ = "0.1.0"
 
@@ -46,18 +48,51 @@ __all__ = [
     "threshold",
 ]
 
-METHODS: dict[str, type[Explainer]] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "rise": RISE,
-    "lime": LIME,
-    "kernelshap": KernelSHAP,
-    "ig": IntegratedGradients,
-    "occlusion": Occlusion,
-    "guided_backprop": GuidedBackprop,
+# The public names load on first use (PEP 562), so that `import leanxai.deploy.runtime` and
+# other torch-free parts do not import torch through this package's __init__.
+_EXPORTS = {
+    "LIME": "leanxai.explainers.baselines",
+    "RISE": "leanxai.explainers.baselines",
+    "GuidedBackprop": "leanxai.explainers.baselines",
+    "IntegratedGradients": "leanxai.explainers.baselines",
+    "KernelSHAP": "leanxai.explainers.baselines",
+    "Occlusion": "leanxai.explainers.baselines",
+    "CAMExplainer": "leanxai.explainers.cam",
+    "GradCAM": "leanxai.explainers.cam",
+    "GradCAMPlusPlus": "leanxai.explainers.cam",
+    "DeepACTIF": "leanxai.explainers.deepactif",
+    "FeatureAttribution": "leanxai.explainers.deepactif",
+    "Explainer": "leanxai.explainers.base",
+    "Explanation": "leanxai.explainers.base",
 }
-"""The image explainer classes by canonical name (the registry,
-:mod:`leanxai.explainers.registry`, holds every method with its aliases and families)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "threshold":
+        value: Any = importlib.import_module("leanxai.threshold")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name == "METHODS":
+        from leanxai.explainers import baselines, cam
+
+        value = {
+            "gradcam": cam.GradCAM,
+            "gradcam++": cam.GradCAMPlusPlus,
+            "rise": baselines.RISE,
+            "lime": baselines.LIME,
+            "kernelshap": baselines.KernelSHAP,
+            "ig": baselines.IntegratedGradients,
+            "occlusion": baselines.Occlusion,
+            "guided_backprop": baselines.GuidedBackprop,
+        }
+    else:
+        raise AttributeError(f"module 'leanxai' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def explain(

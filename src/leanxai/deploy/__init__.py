@@ -5,18 +5,24 @@ before anything is written); :mod:`leanxai.deploy.runtime` runs it with onnxrunt
 Pillow only, and is a single file that runs without leanxai or PyTorch installed.
 """
 
-from leanxai.deploy.export import (
-    OUTPUTS,
-    CAMGraph,
-    ExportReport,
-    Int8Report,
-    build_cam_graph,
-    compare_int8,
-    export_onnx,
-    heatmap_agreement,
-    onnx_bytes,
-    quantize_int8,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from leanxai.deploy.export import (
+        OUTPUTS,
+        CAMGraph,
+        ExportReport,
+        Int8Report,
+        build_cam_graph,
+        compare_int8,
+        export_onnx,
+        heatmap_agreement,
+        onnx_bytes,
+        quantize_int8,
+    )
 
 __all__ = [
     "OUTPUTS",
@@ -30,3 +36,12 @@ __all__ = [
     "onnx_bytes",
     "quantize_int8",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `python -m leanxai.deploy.runtime` imports no torch.
+    if name in __all__:
+        value = getattr(importlib.import_module("leanxai.deploy.export"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'leanxai.deploy' has no attribute {name!r}")
