@@ -566,3 +566,14 @@ def test_cli_explains_an_hf_vit_with_rollout(tmp_path) -> None:
         assert heatmap.shape == (32, 32)
         summary = (out / "summary.csv").read_text()
         assert ",ok" in summary
+
+
+def test_zoo_architectures_are_vision_transformers_on_the_shapes_grid() -> None:
+    from leanxai.zoo.transformers_zoo import shapes_swin, shapes_vit
+
+    x = torch.rand(2, 3, 64, 64)
+    for build, grid in ((shapes_vit, (8, 8)), (shapes_swin, (8, 8))):
+        model = build()
+        assert detect(model, x) == "vision_transformer"
+        result = TokenGradCAM(model).explain(x)
+        assert result.cam is not None and tuple(result.cam.shape[1:]) == grid
