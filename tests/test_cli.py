@@ -432,6 +432,11 @@ def test_demo_writes_its_report(tmp_path, monkeypatch):
     assert str(out / "index.html") in result.stdout
     html = (out / "index.html").read_text()
     assert "IoU" in html and "images/000-top10.png" in html
+    # The real photos through the pretrained model, their classes in words (issue 20).
+    assert "Egyptian cat" in html and "espresso" in html and 'type="range"' in html
+    with open(out / "photos.csv") as handle:
+        photos = list(csv.DictReader(handle))
+    assert {r["label"] for r in photos if r["photo"] == "coffee.png"} == {"espresso"}
     with open(out / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 * 5

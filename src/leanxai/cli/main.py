@@ -28,6 +28,10 @@ from leanxai.cli._common import (
 )
 from leanxai.core.errors import InputError, LeanXAIError
 
+DEFAULT_IMAGE_MODEL = "zoo:efficientnet_lite0"
+"""The model ``leanxai explain`` uses for images when ``--model`` is not given (issue 20)."""
+_NAMED_ROWS = 10
+
 
 @click.group(cls=LeanXAIGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="leanxai")
@@ -43,7 +47,11 @@ def main(debug: bool) -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
-    "--model", "model_spec", required=True, help="hf:<repo|dir>, py:module:factory or file.pt2"
+    "--model",
+    "model_spec",
+    default=None,
+    help="zoo:NAME, hf:<repo|dir>, py:module:factory or file.pt2 (images default to "
+    f"{DEFAULT_IMAGE_MODEL}: EfficientNet-Lite0 pretrained on ImageNet)",
 )
 @click.option(
     "--weights", type=click.Path(dir_okay=False), help="state dict or .safetensors for py: specs"
@@ -102,7 +110,13 @@ def explain(
     """
     from leanxai.cli.graphs import explain_graphs, is_graph_input
 
-    if all(is_graph_input(p) for p in inputs):  # graph.pt[:node,...]: a PyG Data (issue 18)
+    graphs = all(is_graph_input(p) for p in inputs)
+    series = all(str(p).lower().endswith(".npy") for p in inputs)
+    if model_spec is None and (graphs or series):
+        fail(f"--model is required for {'graphs' if graphs else 'series'}")
+    if model_spec is None:  # images: the embedded pretrained model (issue 20)
+        model_spec = DEFAULT_IMAGE_MODEL
+    if graphs:  # graph.pt[:node,...]: a PyG Data (issue 18)
         source = click.get_current_context().get_parameter_source
         default = click.core.ParameterSource.DEFAULT
         explain_graphs(
@@ -117,7 +131,7 @@ def explain(
             overwrite,
         )
         return
-    if all(str(p).lower().endswith(".npy") for p in inputs):
+    if series:
         from leanxai.cli.sequences import explain_series
 
         source = click.get_current_context().get_parameter_source
@@ -269,6 +283,11 @@ def explain(
     done = sum(row["status"] == "ok" for row in rows)
     total = len(files) + len(problems)
     click.echo(f"explained {done} of {total} inputs; wrote {out_dir / 'summary.csv'}")
+    named = [row for row in rows if row["status"] == "ok" and row["label"]]
+    for row in named[:_NAMED_ROWS]:  # the class in words, for the first few images
+        click.echo(f"  {row['file']}: {row['label']} ({float(row['score']):.2f})")
+    if len(named) > _NAMED_ROWS:
+        click.echo(f"  ... {len(named) - _NAMED_ROWS} more in summary.csv")
     for path_text, reason in failed:
         message = reason if reason.startswith(path_text) else f"{path_text}: {reason}"
         click.echo(f"skipped {message}", err=True)
