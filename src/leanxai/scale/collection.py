@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 _READ_CPUS = 0.25  # Ray CPUs of one read task: reading is I/O and hashing, never the bottleneck
+_READ_TASKS = 2  # read tasks at once: enough to keep the actors fed, few processes to start
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def _run_local(
 ) -> None:
     import torch
 
-    from leanxai.scale.sources import read_unit
+    from leanxai.scale.read import read_unit
     from leanxai.scale.worker import UnitExplainer
 
     if not units:
@@ -345,30 +346,6 @@ def actor_share(cpus: float, workers: int) -> tuple[float, int]:
     return share, threads
 
 
-def _read_batch(table: Any, done: np.ndarray) -> Any:
-    """Ray's read step: each unit of ``table["unit"]`` to its raw bytes (one row per unit)."""
-    import pyarrow as pa
-
-    from leanxai.scale.sources import read_unit
-
-    rows = [read_unit(unit, done) for unit in table.column("unit").to_pylist()]
-    return pa.Table.from_pylist(rows, schema=_read_schema())
-
-
-def _read_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("group", pa.int64()),
-            ("files", pa.list_(pa.string())),
-            ("sha256", pa.list_(pa.string())),
-            ("data", pa.list_(pa.large_binary())),
-            ("error", pa.list_(pa.string())),
-        ]
-    )
-
-
 def _run_ray(
     units: list[str],
     settings: Any,
@@ -378,6 +355,7 @@ def _run_ray(
     workers: int | None,
 ) -> int:
     ray = _import_ray()
+    from leanxai.scale.read import read_batch
     from leanxai.scale.worker import UnitExplainer
 
     started_here = not ray.is_initialized()
@@ -398,11 +376,12 @@ def _run_ray(
             [{"unit": unit} for unit in units], override_num_blocks=min(len(units), 10_000)
         )
         dataset = dataset.map_batches(
-            _read_batch,
+            read_batch,
             fn_kwargs={"done": done},
             batch_size=None,
             batch_format="pyarrow",
             num_cpus=_READ_CPUS,
+            compute=ray.data.TaskPoolStrategy(size=_READ_TASKS),
         )
         dataset = dataset.map_batches(
             UnitExplainer,

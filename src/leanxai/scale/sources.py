@@ -12,14 +12,11 @@ explains every image in the same batch as an uninterrupted one and gives the sam
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from leanxai.core.errors import InputError, one_line
 from leanxai.data.images import find_images, ignored_files
@@ -28,16 +25,12 @@ __all__ = [
     "LIST_SUFFIXES",
     "PARQUET_SUFFIXES",
     "Listing",
-    "content_key",
     "list_source",
-    "read_unit",
 ]
 
 LIST_SUFFIXES: frozenset[str] = frozenset({".txt", ".lst"})
 PARQUET_SUFFIXES: frozenset[str] = frozenset({".parquet", ".pq"})
 _ID_COLUMNS = ("path", "file", "filename", "name", "id")
-KEY_BYTES = 16
-"""Bytes of a row's resume key (``blake2b`` of the file id and the content's SHA-256)."""
 
 
 @dataclass
@@ -54,15 +47,6 @@ class Listing:
     files: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
-
-
-def content_key(file: str, sha256: str) -> bytes:
-    """The resume key of one input: its id and its content, in :data:`KEY_BYTES` bytes."""
-    digest = hashlib.blake2b(digest_size=KEY_BYTES)
-    digest.update(file.encode("utf-8", "surrogateescape"))
-    digest.update(b"\0")
-    digest.update(sha256.encode("ascii"))
-    return digest.digest()
 
 
 def list_source(source: str | Path | Sequence[str | Path], batch_size: int) -> Listing:
@@ -197,98 +181,3 @@ def _add_parquet(listing: Listing, path: Path) -> None:
         raise
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError...
         raise InputError(f"{path}: cannot read as Parquet ({one_line(error)})") from error
-
-
-def _contains(done: np.ndarray | None, key: bytes) -> bool:
-    if done is None or done.size == 0:
-        return False
-    k = int(np.searchsorted(done, np.array(key, dtype=done.dtype)))
-    return k < done.size and bytes(done[k]) == key
-
-
-def read_unit(unit: str, done: np.ndarray | None = None) -> dict[str, Any]:
-    """Read the raw bytes of one unit, hash them, and drop the inputs already done.
-
-    Parameters
-    ----------
-    unit : str
-        One of :attr:`Listing.units`.
-    done : numpy.ndarray, optional
-        Sorted ``S16`` array of :func:`content_key` of inputs written by an earlier run.
-
-    Returns
-    -------
-    dict
-        ``group`` (int), and lists ``files``, ``sha256`` (``""`` when unreadable), ``data``
-        (``None`` when unreadable), ``error`` (``None`` when read) of the inputs still to do.
-        Nothing is raised for a bad input: it is a row with its error.
-    """
-    spec = json.loads(unit)
-    files: list[str] = list(spec["files"])
-    data: list[bytes | None]
-    errors: list[str | None]
-    if spec["kind"] == "parquet":
-        data, errors = _read_parquet_unit(spec)
-    else:
-        data, errors = [], []
-        for file in files:
-            content, error = _read_file(file)
-            data.append(content)
-            errors.append(error)
-    result: dict[str, Any] = {
-        "group": int(spec["group"]),
-        "files": [],
-        "sha256": [],
-        "data": [],
-        "error": [],
-    }
-    for file, content, error in zip(files, data, errors, strict=True):
-        sha = hashlib.sha256(content).hexdigest() if content is not None else ""
-        if content is not None and _contains(done, content_key(file, sha)):
-            continue
-        result["files"].append(file)
-        result["sha256"].append(sha)
-        result["data"].append(content)
-        result["error"].append(error)
-    return result
-
-
-def _read_file(file: str) -> tuple[bytes | None, str | None]:
-    path = Path(file)
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(), None
-    except FileNotFoundError:
-        return None, f"{file}: file does not exist"
-    except IsADirectoryError:
-        return None, f"{file}: is a folder, not an image file"
-    except OSError as error:
-        return None, f"{file}: cannot read file ({one_line(error)})"
-
-
-def _read_parquet_unit(spec: dict[str, Any]) -> tuple[list[bytes | None], list[str | None]]:
-    import pyarrow.parquet as pq
-
-    files: list[str] = spec["files"]
-    try:
-        table = pq.ParquetFile(spec["source"]).read_row_group(
-            spec["row_group"], columns=[spec["column"]]
-        )
-        values: Iterable[Any] = table.column(0).to_pylist()
-    except Exception as error:  # the whole row group is unreadable: every row says so
-        reason = (
-            f"cannot read row group {spec['row_group']} of {spec['source']} ({one_line(error)})"
-        )
-        return [None] * len(files), [f"{file}: {reason}" for file in files]
-    data: list[bytes | None] = []
-    errors: list[str | None] = []
-    for file, value in zip(files, values, strict=True):
-        if spec["child"] is not None and isinstance(value, dict):
-            value = value.get(spec["child"])
-        if value is None:
-            data.append(None)
-            errors.append(f"{file}: no image bytes (null)")
-        else:
-            data.append(bytes(value))
-            errors.append(None)
-    return data, errors

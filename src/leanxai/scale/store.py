@@ -138,7 +138,7 @@ class Store:
 
     def done_keys(self) -> np.ndarray:
         """Sorted ``S16`` resume keys of the rows written so far (inputs whose bytes were read)."""
-        from leanxai.scale.sources import KEY_BYTES, content_key
+        from leanxai.scale.read import KEY_BYTES, content_key
 
         keys: list[bytes] = []
         for shard in self.shards():
