@@ -307,7 +307,8 @@ def explain(
 @cache_dir_option
 @click.option("--overwrite", is_flag=True, help="replace existing output files")
 def demo(out_dir: Path, count: int, cache_dir: str | None, overwrite: bool) -> None:
-    """Train (once) the demo CNN on synthetic shapes and explain held-out images."""
+    """Explain real photos with pretrained EfficientNet-Lite0, then held-out shapes with the demo
+    CNN (trained once, cached); write one self-contained report."""
     from leanxai.experiments.demo import run_demo
 
     try:
