@@ -164,7 +164,7 @@ def module_tree(model: nn.Module) -> ModuleTree:
     of modules whose ``training`` flags to save.
     """
     modules = [model]
-    names = []
+    names: list[tuple[str, ...]] = []
     seen = {id(model)}
     for module in modules:  # grows while we walk it: breadth first
         children = module._modules

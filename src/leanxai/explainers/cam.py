@@ -11,7 +11,8 @@ Two exact ways to get the gradient:
   ``d logit_k / d A = W[k] / (h * w)`` everywhere, so no backward pass is needed and Grad-CAM equals
   CAM (Zhou et al., 2016). leanxai detects this by checking, on every batch, that the last linear
   layer's input equals the spatial mean of ``A`` and its output equals the logits, and verifies it
-  once per explainer by comparing with the autograd gradient.
+  once per layer by comparing with the autograd gradient (again whenever a submodule of the model
+  is added, removed, replaced or renamed).
 - ``"autograd"``: ``torch.autograd.grad(score, A)``, never ``backward()``, with the network before
   the layer run without a graph: no parameter gradients and nothing below the layer is recorded.
 """
@@ -54,13 +55,12 @@ class _StructureFacts:
     ``.data``, which no version counter sees) cannot make a cached fact wrong.
     """
 
-    __slots__ = ("first", "head", "head_known", "layer", "layer_argument", "tree")
+    __slots__ = ("head", "head_known", "layer", "layer_argument", "tree")
 
     def __init__(self, tree: ModuleTree) -> None:
         self.tree = tree
         self.layer: str | None = None  # resolved or discovered for ``layer_argument``
         self.layer_argument: str | nn.Module | None = None
-        self.first = False  # the discovered layer is the model's first
         self.head: nn.Linear | None = None
         self.head_known = False
 
@@ -212,7 +212,7 @@ class CAMExplainer(Explainer):
             with torch.no_grad():
                 discovery = discover_target_layer(self.model, inputs)
             name, first = discovery.name, discovery.first
-        facts.layer, facts.layer_argument, facts.first = name, self.layer, first
+        facts.layer, facts.layer_argument = name, self.layer
         return name, first
 
     def _forward(
