@@ -9,7 +9,7 @@ never runs the model. ``family=`` overrides detection (checked against the known
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +143,31 @@ def _is_self_attention(module: nn.Module) -> bool:
     return len(linears) >= 3 or any(m.out_features == 3 * m.in_features for m in linears)
 
 
+def _is_text(model: nn.Module, inputs: Any) -> bool:
+    # A transformers *ForSequenceClassification encoder with token ids in: a BatchEncoding or a
+    # mapping with input_ids, or a (B, T) / (T,) integer tensor.
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        return False
+    model_type = _model_type(model)
+    if model_type is None or model_type in _VISION_TRANSFORMER_MODEL_TYPES:
+        return False
+    if inputs is None:
+        return True
+    if isinstance(inputs, Mapping):
+        return "input_ids" in inputs
+    dtype = getattr(inputs, "dtype", None)
+    shape = _shape(inputs)
+    return (
+        shape is not None
+        and len(shape) in (1, 2)
+        and dtype is not None
+        and not dtype.is_floating_point
+        and not dtype.is_complex
+    )
+
+
 register_detector("graph", _is_graph, priority=30)
+register_detector("text", _is_text, priority=50)
 register_detector("recurrent", _is_recurrent, priority=40)
 register_detector("vision_transformer", _is_vision_transformer, priority=60)
 register_detector("cnn", _is_cnn, priority=100)

@@ -62,6 +62,7 @@ _PROVIDERS: tuple[str, ...] = (
     "leanxai.explainers.recurrent",
     "leanxai.explainers.graph",
     "leanxai.explainers.vision_transformer",
+    "leanxai.explainers.text",
 )
 
 _DEFAULTS: dict[str, str] = {"cnn": "gradcam", "recurrent": "deepactif_map"}
