@@ -36,6 +36,7 @@ def test_a_name_of_two_families_needs_the_family():
         "cnn",
         "recurrent",
         "vision_transformer",
+        "text",
     }
     with pytest.raises(InputError, match="several families"):
         registry.get("ig")
