@@ -37,6 +37,7 @@ __all__ = [
     "multi_level",
     "spec_label",
     "temporal_windows",
+    "top_k",
     "top_percent",
 ]
 
@@ -637,3 +638,54 @@ def temporal_windows(
         closable = (previous >= 0) & (following < steps) & (gap < min_run)
         kept = kept | (closable & valid)
     return kept[0] if time_map.dim() == 1 else kept
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+def top_k(values: Tensor, k: int, *, mask: Tensor | None = None) -> Tensor:
+    """Keep the ``k`` highest positive values of each row (tokens, steps), within ``mask``.
+
+    The ranking is the one of :func:`temporal_windows` (ties go to the earlier position; a value
+    of 0 is never kept, and positions outside ``mask`` never are), with a count instead of a
+    share: ``k`` of them, or all valid ones when a row has fewer.
+
+    Parameters
+    ----------
+    values : Tensor
+        ``(B, T)`` or ``(T,)`` float, finite, ``>= 0``.
+    k : int
+        How many to keep per row, at least 1.
+    mask : Tensor, optional
+        ``(B, T)`` or ``(T,)`` bool, true at valid positions.
+
+    Returns
+    -------
+    Tensor
+        bool, the shape of ``values``: true at kept positions.
+    """
+    k = validate.positive_int("k", k)
+    if not isinstance(values, Tensor):
+        raise InputTypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
+    if values.dim() not in (1, 2):
+        raise InputError(f"values must have shape (B, T) or (T,), got {tuple(values.shape)}")
+    batch, _ = _as_batch(values[..., None] if values.dim() == 2 else values[:, None], "values")
+    rows = batch[..., 0]  # (B, T)
+    steps = rows.shape[1]
+    if mask is None:
+        valid = torch.ones_like(rows, dtype=torch.bool)
+    else:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            raise InputTypeError("mask must be a bool torch.Tensor")
+        if tuple(mask.shape) != tuple(values.shape):
+            raise InputError(
+                f"mask must have the shape of values {tuple(values.shape)}, got {tuple(mask.shape)}"
+            )
+        valid = mask.reshape(rows.shape).to(rows.device)
+    # Rank by value (descending), earlier position first among ties; invalid positions last.
+    ranked = torch.where(valid, rows, torch.full_like(rows, -1.0))
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices  # (B, T)
+    position = torch.arange(steps, device=rows.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, position)
+    kept = (rank < k) & valid & (rows > 0)
+    return kept[0] if values.dim() == 1 else kept

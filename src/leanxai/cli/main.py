@@ -45,7 +45,8 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1, required=False)
+@click.option("--text", "texts", multiple=True, help="a text to explain (hf: text classifiers)")
 @click.option(
     "--model",
     "model_spec",
@@ -88,6 +89,7 @@ def main(debug: bool) -> None:
 @click.option("--overlays", is_flag=True, help="--engine: also write overlay PNGs")
 def explain(
     inputs: tuple[str, ...],
+    texts: tuple[str, ...],
     model_spec: str,
     weights: str | None,
     layer: str | None,
@@ -106,8 +108,22 @@ def explain(
     """Explain images (files or folders) and write overlays, raw maps and summary.csv.
 
     Series: when every input ends in .npy, explain sequences with a recurrent method (issue 17;
-    see leanxai.cli.sequences).
+    see leanxai.cli.sequences). Texts: --text or .txt files of one text per line, with a text
+    classifier (issue 16; see leanxai.cli.text).
     """
+    if texts or (inputs and all(str(p).lower().endswith(".txt") for p in inputs)):
+        from leanxai.cli.text import explain_texts  # issue 16
+
+        source = click.get_current_context().get_parameter_source
+        default = click.core.ParameterSource.DEFAULT
+        explain_texts(
+            inputs, texts, model_spec, None if source("method") == default else method,
+            None if source("threshold_spec") == default else threshold_spec, target, batch_size,
+            out_dir, overwrite,
+        )  # fmt: skip
+        return
+    if not inputs:
+        raise click.UsageError("Missing argument 'INPUTS...' (or --text)")
     from leanxai.cli.graphs import explain_graphs, is_graph_input
 
     graphs = all(is_graph_input(p) for p in inputs)

@@ -69,6 +69,7 @@ __all__ = [
     "TextExplanation",
     "TextInputs",
     "check_tokenizer",
+    "keep_tokens",
     "max_tokens",
     "prepare_inputs",
     "tokenize",
@@ -165,6 +166,38 @@ class TextExplanation:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+
+def keep_tokens(explanation: TextExplanation, spec: str) -> torch.Tensor:
+    """The tokens a threshold keeps, ``(B, T)`` bool, from the positive part of the scores.
+
+    ``spec``: ``none`` (every scored token with a positive score), ``topk:K`` (the ``K`` highest
+    scored tokens, :func:`leanxai.threshold.top_k`), ``top:P`` (the top ``P`` percent of each
+    text's scored tokens, rounded up: :func:`leanxai.threshold.temporal_windows` without gap
+    closing) or ``mass:F`` (the fewest top tokens holding ``F`` of the positive total,
+    :func:`leanxai.threshold.mass`). Only tokens that support the explained class (score > 0)
+    are ever kept; special tokens and padding never are.
+    """
+    from leanxai import threshold
+
+    if not isinstance(spec, str):
+        raise InputTypeError(f"threshold must be a str, got {type(spec).__name__}")
+    kind, _, value = spec.strip().lower().partition(":")
+    positive = explanation.scores.clamp(min=0).masked_fill(~explanation.scored, 0.0)
+    try:
+        if kind == "none" and not value:
+            return positive > 0
+        if kind == "topk":
+            return threshold.top_k(positive, int(value), mask=explanation.scored)
+        if kind == "top":
+            return threshold.temporal_windows(positive, float(value), 1, mask=explanation.scored)
+        if kind == "mass":
+            return threshold.mass(positive[:, None, :], float(value))[:, 0] > 0
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"threshold {spec!r}: {error}") from None
+    raise InputError(f"threshold for tokens must be none, topk:K, top:P or mass:F, got {spec!r}")
 
 
 # -- inputs --------------------------------------------------------------------------------------
