@@ -367,6 +367,8 @@ def test_model_that_fails_on_the_input_is_one_line(tmp_path, image_dir):
         str(path),
         "--size",
         "64",
+        "--normalize",
+        "none",
         "--out",
         str(tmp_path / "o"),
     )

@@ -30,16 +30,20 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_PARTIAL",
     "EXIT_USAGE",
+    "NO_NORMALIZATION_NOTICE",
     "LeanXAIGroup",
     "cache_dir_option",
+    "describe_normalization",
     "fail",
     "input_channels",
+    "normalize_options",
     "note_ignored",
     "one_line",
     "out_dir_option",
     "output_names",
     "overwrite_option",
     "parse_size",
+    "resolve_normalization",
     "size_option",
     "user_message",
     "weights_option",
@@ -198,3 +202,99 @@ def cache_dir_option(function: F) -> F:
         default=None,
         help="where trained models are cached (default: $LEANXAI_CACHE or ~/.cache/leanxai)",
     )(function)
+
+
+NO_NORMALIZATION_NOTICE = "note: no normalisation given; inputs are RGB in [0, 1]"
+"""What a command prints once on stderr when nothing says how the model's input is normalised."""
+
+
+def _three_numbers(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    parts = [p for p in value.replace(",", " ").split() if p]
+    try:
+        numbers = tuple(float(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not three numbers (e.g. 0.485,0.456,0.406)"
+        ) from None
+    if len(numbers) != 3 or not all(n == n and abs(n) != float("inf") for n in numbers):
+        raise click.BadParameter(f"{value!r} is not three finite numbers (R,G,B)")
+    if param.name == "std" and not all(n > 0 for n in numbers):
+        raise click.BadParameter(f"{value!r}: every std must be > 0")
+    return numbers
+
+
+def normalize_options(function: F) -> F:
+    """``--mean``, ``--std`` and ``--normalize``: how the model expects its RGB input normalised.
+
+    Resolve them with :func:`resolve_normalization` once the model is loaded.
+    """
+    function = click.option(
+        "--normalize",
+        type=click.Choice(["imagenet", "none"]),
+        default=None,
+        help="the model's input normalisation: imagenet mean/std, or none (RGB in [0, 1]); "
+        "default: the model's own (hf: preprocessor_config.json, zoo:, a py: factory's "
+        "leanxai_normalize), else none with a note",
+    )(function)
+    function = click.option(
+        "--std",
+        callback=_three_numbers,
+        default=None,
+        metavar="R,G,B",
+        help="per-channel std the model's input is divided by (with --mean)",
+    )(function)
+    return click.option(
+        "--mean",
+        callback=_three_numbers,
+        default=None,
+        metavar="R,G,B",
+        help="per-channel mean subtracted from RGB in [0, 1] (with --std)",
+    )(function)
+
+
+def resolve_normalization(
+    loaded: Any,
+    mean: tuple[float, float, float] | None,
+    std: tuple[float, float, float] | None,
+    normalize: str | None,
+) -> str:
+    """Settle ``loaded.mean``/``loaded.std`` from the options, and say what was applied.
+
+    The options win over what the model knows (``loaded.normalization``); with neither, the
+    inputs stay RGB in ``[0, 1]`` and :data:`NO_NORMALIZATION_NOTICE` is printed once on stderr.
+    Returns one line for the summary CSV, the report and export metadata, e.g.
+    ``"mean=0.485,0.456,0.406 std=0.229,0.224,0.225 (--normalize imagenet)"``.
+    """
+    from leanxai.core.models import IMAGENET_MEAN, IMAGENET_STD
+
+    if normalize is not None and (mean is not None or std is not None):
+        raise click.UsageError("--normalize and --mean/--std exclude each other; give one")
+    if (mean is None) != (std is None):
+        raise click.UsageError("--mean and --std go together; give both (or --normalize)")
+    if normalize == "imagenet":
+        loaded.mean, loaded.std, source = IMAGENET_MEAN, IMAGENET_STD, "--normalize imagenet"
+    elif normalize == "none":
+        loaded.mean, loaded.std, source = None, None, "--normalize none"
+    elif mean is not None:
+        loaded.mean, loaded.std, source = mean, std, "--mean/--std"
+    elif getattr(loaded, "normalization", None) is not None:
+        source = str(loaded.normalization)
+    else:
+        loaded.mean, loaded.std, source = None, None, "none given"
+        click.echo(NO_NORMALIZATION_NOTICE, err=True)
+    return describe_normalization(loaded.mean, loaded.std, source)
+
+
+def describe_normalization(
+    mean: tuple[float, ...] | None, std: tuple[float, ...] | None, source: str
+) -> str:
+    """One line: what the model's input went through, and who said so."""
+    if mean is None and std is None:
+        return f"none: RGB in [0, 1] ({source})"
+
+    def numbers(values: tuple[float, ...] | None, default: float) -> str:
+        return ",".join(f"{v:g}" for v in (values or (default,) * 3))
+
+    return f"mean={numbers(mean, 0.0)} std={numbers(std, 1.0)} ({source})"

@@ -26,9 +26,11 @@ import torch
 from leanxai.cli._common import (
     fail,
     input_channels,
+    normalize_options,
     one_line,
     overwrite_option,
     parse_size,
+    resolve_normalization,
     size_option,
     weights_option,
 )
@@ -330,6 +332,7 @@ def _check(original: torch.nn.Module, reloaded: torch.nn.Module, data: _Data) ->
     help="calibration inputs: a seeded draw, balanced over classes where the data has labels",
 )
 @size_option
+@normalize_options
 @overwrite_option
 def compress(
     model_spec: str,
@@ -346,6 +349,9 @@ def compress(
     count: int,
     size: str | None,
     overwrite: bool,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    normalize: str | None = None,
 ) -> None:
     """Prune and quantise a model guided by LRP relevance; write a compact file and check it on
     held-out inputs."""
@@ -377,6 +383,12 @@ def compress(
         loaded = load_model(model_spec, weights)
     except LeanXAIError as error:
         fail(error)
+    preprocessing = ""
+    if Path(data).is_dir():  # images are normalised as the model expects (issue 23)
+        applied = resolve_normalization(loaded, mean, std, normalize)
+        preprocessing = f"; normalisation {applied}"
+    elif mean is not None or std is not None or normalize is not None:
+        fail("--mean, --std and --normalize apply when --data is a folder of images")
     data_sets = _inputs(data, loaded, count, side)
     inputs = data_sets.calibration
     defaults = inspect.signature(api.compress).parameters
@@ -423,7 +435,7 @@ def compress(
         f"pruned {0.0 if achieved is None else achieved:.1%} of weights ({options['prune']}"
         f"{', ' + scope if options['prune'] not in (None, 'nonpositive') else ''}), "
         f"bits {bits_spec}, {result.mean_bits:.2f} bits per weight; calibrated on "
-        f"{data_sets.calibration_source}"
+        f"{data_sets.calibration_source}{preprocessing}"
     )
     *report, last = _check(model, reloaded, data_sets)
     for line in report:

@@ -9,9 +9,11 @@ import numpy as np
 
 from leanxai.cli._common import (
     fail,
+    normalize_options,
     note_ignored,
     overwrite_option,
     parse_size,
+    resolve_normalization,
     size_option,
     weights_option,
 )
@@ -113,6 +115,7 @@ def _size_text(n: int) -> str:
 )
 @click.option("--with-runner", is_flag=True, help=f"also write {RUNNER_NAME} beside the model")
 @size_option
+@normalize_options
 @overwrite_option
 def export(
     model_spec: str,
@@ -127,12 +130,16 @@ def export(
     with_runner: bool,
     size: str | None,
     overwrite: bool,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    normalize: str | None = None,
 ) -> None:
     """Export a model and its heatmap as one ONNX graph that runs without PyTorch.
 
     Inputs: pixels (B, 3, H, W), normalised as the model expects. Outputs: logits (B, K),
     target (B,), heatmap (B, H, W) in [0, 1] and cam (B, h, w). Size, normalisation and class
-    names are stored as metadata. The graph is checked against PyTorch's Grad-CAM with
+    names are stored as metadata (the normalisation: the model's own, or --normalize/--mean/--std).
+    The graph is checked against PyTorch's Grad-CAM with
     onnxruntime before it is written; a head that cannot be exported writes nothing.
     """
     from leanxai.core.models import load_model
@@ -150,6 +157,7 @@ def export(
         loaded = load_model(model_spec, weights)
     except (LeanXAIError, click.BadParameter) as error:
         fail(error)
+    click.echo(f"normalisation: {resolve_normalization(loaded, mean, std, normalize)}")
     model = loaded.model
     side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
     if isinstance(side, int):

@@ -22,11 +22,13 @@ from leanxai.cli._common import (
     cache_dir_option,
     fail,
     input_channels,
+    normalize_options,
     note_ignored,
     output_names,
     parse_size,
+    resolve_normalization,
 )
-from leanxai.core.errors import InputError, LeanXAIError
+from leanxai.core.errors import InputError, LeanXAIError, one_line
 
 DEFAULT_IMAGE_MODEL = "zoo:efficientnet_lite0"
 """The model ``leanxai explain`` uses for images when ``--model`` is not given (issue 20)."""
@@ -87,6 +89,15 @@ def main(debug: bool) -> None:
 @click.option("--address", default=None, help="--engine ray: auto or ray://HOST:PORT")
 @click.option("--workers", type=click.IntRange(1, 4096), default=None, help="--engine ray: actors")
 @click.option("--overlays", is_flag=True, help="--engine: also write overlay PNGs")
+@normalize_options
+@click.option(
+    "--overlay-size",
+    type=click.IntRange(8, 100_000),
+    default=1024,
+    show_default=True,
+    help="longest side of the overlay PNGs: photos are drawn at their own size and aspect "
+    "ratio, scaled down to this when larger (the .npy keeps the model-size map)",
+)
 def explain(
     inputs: tuple[str, ...],
     texts: tuple[str, ...],
@@ -104,8 +115,16 @@ def explain(
     address: str | None = None,
     workers: int | None = None,
     overlays: bool = False,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    normalize: str | None = None,
+    overlay_size: int = 1024,
 ) -> None:
     """Explain images (files or folders) and write overlays, raw maps and summary.csv.
+
+    Each image is explained at the model's input size; its overlay PNG is drawn on the photo at
+    its own size and aspect ratio (longest side at most --overlay-size), and NAME.npy keeps the
+    heatmap at the model's input size. summary.csv records the normalisation applied.
 
     Series: when every input ends in .npy, explain sequences with a recurrent method (issue 17;
     see leanxai.cli.sequences). Texts: --text or .txt files of one text per line, with a text
@@ -170,6 +189,8 @@ def explain(
 
         if engine is None:
             fail("--address, --workers and --overlays apply to --engine local|ray")
+        if mean is not None or std is not None or normalize is not None:
+            fail("--mean, --std and --normalize do not apply to --engine yet (issue 23)")
         explain_collection_command(
             inputs, model_spec, weights, layer, method, threshold_spec, target, size,
             batch_size, out_dir, overwrite, engine, address, workers, overlays,
@@ -179,7 +200,7 @@ def explain(
 
     from leanxai import threshold
     from leanxai.core.models import load_model
-    from leanxai.data.images import find_images, ignored_files, load_image
+    from leanxai.data.images import find_images, ignored_files, load_image_and_original
     from leanxai.explainers import registry
     from leanxai.io import atomic_save_npy, atomic_write_text, check_writable
     from leanxai.viz.overlay import save_overlay, save_panel
@@ -201,6 +222,7 @@ def explain(
         loaded = load_model(model_spec, weights)
     except LeanXAIError as error:
         fail(error)
+    preprocessing = resolve_normalization(loaded, mean, std, normalize)
     model = loaded.model
     side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
     mean = torch.tensor(loaded.mean or (0.0, 0.0, 0.0))[:, None, None]
@@ -214,12 +236,12 @@ def explain(
 
     failed: list[tuple[str, str]] = [(str(p), reason) for p, reason in problems]
     rows: list[dict[str, Any]] = [{"file": p, "status": f"skipped: {r}"} for p, r in failed]
-    pending: list[tuple[Path, str, torch.Tensor]] = []
+    pending: list[tuple[Path, str, torch.Tensor, torch.Tensor]] = []
 
     def flush() -> None:
         if not pending:
             return
-        batch = (torch.stack([image for _, _, image in pending]) - mean) / std  # (B, 3, H, W)
+        batch = (torch.stack([image for _, _, image, _ in pending]) - mean) / std  # (B, 3, H, W)
         if gray:
             batch = batch.mean(1, keepdim=True)  # (B, 1, H, W)
         start = time.perf_counter()
@@ -235,13 +257,14 @@ def explain(
         seconds = (time.perf_counter() - start) / len(pending)
         kept = apply_threshold(explanation.heatmap)
         covered = threshold.coverage(kept)
-        for i, (path, name, image) in enumerate(pending):
-            heatmap = explanation.heatmap[i]
+        for i, (path, name, _, photo) in enumerate(pending):
+            heatmap = explanation.heatmap[i]  # (H, W) at the model's input size, kept so in .npy
             atomic_save_npy(out_dir / f"{name}.npy", heatmap.numpy(), overwrite=overwrite)
+            # Drawn on the photo itself: the overlay functions resize the map to it.
             if threshold_spec.strip().lower() == "none":
-                save_overlay(out_dir / f"{name}.png", image, heatmap, overwrite=overwrite)
+                save_overlay(out_dir / f"{name}.png", photo, heatmap, overwrite=overwrite)
             else:
-                save_panel(out_dir / f"{name}.png", image, heatmap, kept[i], overwrite=overwrite)
+                save_panel(out_dir / f"{name}.png", photo, heatmap, kept[i], overwrite=overwrite)
             index = int(explanation.target[i])
             rows.append(
                 {
@@ -255,6 +278,7 @@ def explain(
                     "path": explanation.path,
                     "output": f"{name}.png",
                     "map": f"{name}.npy",
+                    "preprocessing": preprocessing,
                     "status": "ok",
                 }
             )
@@ -268,12 +292,12 @@ def explain(
         list(zip(files, names, strict=True)), desc="explaining", unit="image", disable=None
     ):
         try:
-            image = load_image(path, size=side)
+            image, photo = load_image_and_original(path, size=side, max_side=overlay_size)
         except InputError as error:
             failed.append((str(path), str(error)))
             rows.append({"file": str(path), "status": f"skipped: {error}"})
             continue
-        pending.append((path, name, image))
+        pending.append((path, name, image, photo))
         if len(pending) == batch_size:
             flush()
     flush()
@@ -289,6 +313,7 @@ def explain(
         "path",
         "output",
         "map",
+        "preprocessing",
         "status",
     ]
     buffer = io.StringIO()
@@ -396,6 +421,43 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @cache_dir_option
 @click.option("--overwrite", is_flag=True, help="replace the files of an earlier run")
+@click.option(
+    "--model",
+    "model_spec",
+    default=None,
+    help="your model (zoo:, hf:, py:module:factory, file.pt2), with --images and one of "
+    "--masks, --voc, --coco, --boxes; instead of the built-in data sets",
+)
+@click.option(
+    "--weights", type=click.Path(dir_okay=False), help="state dict or .safetensors for py: specs"
+)
+@click.option(
+    "--images", "images_dir", type=click.Path(), default=None, help="--model: folder of images"
+)
+@click.option(
+    "--masks",
+    "masks_dir",
+    type=click.Path(),
+    default=None,
+    help="folder of masks named as the images (NAME.png or NAME_mask.png; non-zero = object)",
+)
+@click.option(
+    "--voc", "voc_dir", type=click.Path(), default=None, help="a PASCAL VOC folder (no --images)"
+)
+@click.option(
+    "--coco", "coco_file", type=click.Path(), default=None, help="COCO instances JSON of --images"
+)
+@click.option(
+    "--boxes",
+    "boxes_file",
+    type=click.Path(),
+    default=None,
+    help="CSV with columns file,class,x0,y0,x1,y1 (pixels; class may be empty)",
+)
+@click.option(
+    "--size", default=None, help="model input size SIZE or HxW (default: from the model, else 224)"
+)
+@normalize_options
 def benchmark(
     out_dir: Path,
     quick: bool,
@@ -408,13 +470,31 @@ def benchmark(
     seed: int,
     cache_dir: str | None,
     overwrite: bool,
+    model_spec: str | None = None,
+    weights: str | None = None,
+    images_dir: str | None = None,
+    masks_dir: str | None = None,
+    voc_dir: str | None = None,
+    coco_file: str | None = None,
+    boxes_file: str | None = None,
+    size: str | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    normalize: str | None = None,
 ) -> None:
     """Score every method at every threshold against ground-truth masks and the model.
 
     Writes results.csv, paired_tests.csv, results.json, plots/*.png and report.html to --out.
-    Exits 2 if any method failed on any data set (recorded in the CSV and the report).
+    With --model, runs on your model and images with --masks, --voc, --coco or --boxes; bad or
+    unmatched files are named on stderr and skipped. Exits 3 if any method failed on any data
+    set (recorded in the CSV and the report) or any file was skipped.
     """
     from leanxai.experiments.methods import BenchmarkConfig, run_benchmark
+
+    user = _user_benchmark(
+        model_spec, weights, images_dir, masks_dir, voc_dir, coco_file, boxes_file, size,
+        mean, std, normalize, datasets, count if count is not None else (8 if quick else 64),
+    )  # fmt: skip
 
     changes: dict[str, Any] = {"seed": seed}
     for name, value in (
@@ -433,7 +513,13 @@ def benchmark(
         idle = set(config.method_options) - set(config.methods)
         if idle:
             click.echo(f"note: --set for method(s) not run, ignored: {sorted(idle)}", err=True)
-        result = run_benchmark(config, out_dir, overwrite=overwrite, cache_dir=cache_dir)
+        result = run_benchmark(
+            config,
+            out_dir,
+            overwrite=overwrite,
+            cache_dir=cache_dir,
+            user_data=[user[0]] if user else (),
+        )
     except (LeanXAIError, click.BadParameter) as error:
         fail(error)
     except OSError as error:
@@ -444,8 +530,92 @@ def benchmark(
         click.echo(
             f"failed: {failure['method']} on {failure['dataset']}: {failure['error']}", err=True
         )
-    if result.failed:
+    skipped = user[1] if user else ()
+    for name, reason in skipped:
+        click.echo(f"skipped {name}: {reason}", err=True)
+    if skipped:
+        click.echo(f"skipped {len(skipped)} file(s); see above", err=True)
+    if result.failed or skipped:
         sys.exit(EXIT_PARTIAL)
+
+
+def _user_benchmark(
+    model_spec: str | None,
+    weights: str | None,
+    images_dir: str | None,
+    masks_dir: str | None,
+    voc_dir: str | None,
+    coco_file: str | None,
+    boxes_file: str | None,
+    size: str | None,
+    mean: tuple[float, float, float] | None,
+    std: tuple[float, float, float] | None,
+    normalize: str | None,
+    datasets: str | None,
+    count: int,
+) -> tuple[Any, tuple[tuple[str, str], ...]] | None:
+    """``benchmark --model``: the user's model and data as a benchmark data set (issue 23), and
+    the files skipped; ``None`` without ``--model``."""
+    sources = {"--masks": masks_dir, "--voc": voc_dir, "--coco": coco_file, "--boxes": boxes_file}
+    given = [name for name, value in sources.items() if value is not None]
+    user_only = [*given, *(["--images"] if images_dir else []), *(["--weights"] if weights else [])]
+    if model_spec is None:
+        if user_only or mean is not None or std is not None or normalize is not None or size:
+            raise click.UsageError(
+                "--images, --masks, --voc, --coco, --boxes, --weights, --size, --mean, --std and "
+                "--normalize go with --model (your model on your data)"
+            )
+        return None
+    if datasets is not None:
+        raise click.UsageError("--datasets names built-in sets; with --model give your data")
+    if len(given) != 1:
+        raise click.UsageError("--model needs exactly one of --masks, --voc, --coco, --boxes")
+    if (images_dir is None) != (given[0] == "--voc"):
+        raise click.UsageError(
+            "--voc reads the images in its JPEGImages (no --images)"
+            if images_dir is not None
+            else f"{given[0]} needs --images DIR"
+        )
+    from leanxai.core.models import load_model
+    from leanxai.data import user
+    from leanxai.experiments.methods import user_benchmark_data
+
+    try:
+        input_size = parse_size(size)
+        loaded = load_model(model_spec, weights)
+    except (LeanXAIError, click.BadParameter) as error:
+        fail(error)
+    preprocessing = resolve_normalization(loaded, mean, std, normalize)
+    model = loaded.model
+    side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
+    side = (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
+    try:
+        if masks_dir is not None:
+            data = user.load_mask_folder(str(images_dir), masks_dir, side)
+        elif boxes_file is not None:
+            data = user.load_boxes(str(images_dir), boxes_file, side)
+        elif coco_file is not None:
+            data = user.load_coco_file(str(images_dir), coco_file, side)
+        else:
+            data = user.load_voc_folder(str(voc_dir), side)
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(
+            str(images_dir or voc_dir)).resolve().name) or "user"  # fmt: skip
+        prepared = user_benchmark_data(
+            name,
+            model,
+            data,
+            count,
+            labels=loaded.labels,
+            mean=loaded.mean,
+            std=loaded.std,
+            gray=input_channels(model) == 1,
+            preprocessing=preprocessing,
+        )
+    except LeanXAIError as error:
+        fail(error)
+    except Exception as error:  # the model does not run on these images
+        fail(f"the model failed on the images of {side}: {one_line(error)}")
+    return prepared, data.skipped
 
 
 @main.command()

@@ -16,6 +16,13 @@ Specs:
   (:func:`leanxai.zoo.pretrained`, e.g. ``zoo:efficientnet_lite0``), with its preprocessing and
   class names.
 
+Normalisation: ``hf:`` folders give theirs in ``preprocessor_config.json``, ``zoo:`` models know
+theirs, and a ``py:`` factory may declare it as an attribute of the module it returns,
+``leanxai_normalize``: ``"imagenet"``, ``"none"`` (the model reads RGB in ``[0, 1]``) or a mapping
+``{"mean": (r, g, b), "std": (r, g, b)}``. :attr:`LoadedModel.normalization` says where the
+``mean`` and ``std`` came from; ``None`` means nothing is known (``.pt2`` files, compressed files,
+modules, factories that declare nothing).
+
 Unpickling arbitrary objects is never done: a whole pickled model (``torch.save(model)``) is
 refused.
 """
@@ -34,7 +41,10 @@ from torch import nn
 
 from leanxai.core.errors import ModelLoadError, ModelOutputError
 
-__all__ = ["LoadedModel", "load_model", "logits_of"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoadedModel", "load_model", "logits_of", "normalized"]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -75,6 +85,8 @@ class LoadedModel:
 
     ``input_size`` is ``(H, W)``; ``mean`` and ``std`` normalise ``[0, 1]`` RGB inputs (``None``:
     feed ``[0, 1]`` images as they are); ``labels`` maps class index to name when known.
+    ``normalization`` says where ``mean`` and ``std`` came from (``None``: nothing is known, so
+    inputs are RGB in ``[0, 1]`` unless the caller says otherwise).
     """
 
     model: nn.Module
@@ -82,6 +94,73 @@ class LoadedModel:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     labels: dict[int, str] = field(default_factory=dict)
+    normalization: str | None = None
+
+
+class _Normalized(nn.Module):
+    """``model((x - mean) / std)``, then the mean over channels for a one-channel model."""
+
+    def __init__(
+        self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], gray: bool
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[:, None, None])
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[:, None, None])
+        self.gray = gray
+
+    def forward(self, inputs: torch.Tensor) -> Any:
+        mean = self.get_buffer("mean").to(inputs.dtype)
+        std = self.get_buffer("std").to(inputs.dtype)
+        normalized = (inputs - mean) / std  # (B, 3, H, W)
+        return self.model(normalized.mean(1, keepdim=True) if self.gray else normalized)
+
+
+def normalized(
+    model: nn.Module,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    *,
+    gray: bool = False,
+) -> nn.Module:
+    """A module that reads RGB in ``[0, 1]`` and feeds ``model`` what it expects.
+
+    Metrics that perturb pixels (deletion with a black substrate, insertion from a blur) then
+    perturb the photo, not its normalised values. ``gray``: the model reads one channel, the mean
+    of the normalised RGB channels. With no ``mean``/``std`` and no ``gray`` the model itself is
+    returned.
+    """
+    if mean is None and std is None and not gray:
+        return model
+    return _Normalized(model, tuple(mean or (0.0, 0.0, 0.0)), tuple(std or (1.0, 1.0, 1.0)), gray)
+
+
+def _declared_normalization(model: nn.Module, spec: str) -> LoadedModel:
+    """The ``leanxai_normalize`` attribute of a factory's module (see the module docstring)."""
+    loaded = LoadedModel(model)
+    declared = getattr(model, "leanxai_normalize", None)
+    if declared is None:
+        return loaded
+    where = f"leanxai_normalize of {spec!r}"
+    if isinstance(declared, str) and declared.lower() in ("imagenet", "none"):
+        if declared.lower() == "imagenet":
+            loaded.mean, loaded.std = IMAGENET_MEAN, IMAGENET_STD
+        loaded.normalization = f"{declared.lower()} ({where})"
+        return loaded
+    if not isinstance(declared, Mapping) or set(declared) != {"mean", "std"}:
+        raise ModelLoadError(
+            f"{where} must be 'imagenet', 'none' or {{'mean': (r, g, b), 'std': (r, g, b)}}, "
+            f"got {declared!r}"
+        )
+    try:
+        mean = tuple(float(v) for v in declared["mean"])
+        std = tuple(float(v) for v in declared["std"])
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"{where}: mean and std must be numbers, got {declared!r}") from None
+    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
+        raise ModelLoadError(f"{where}: mean and std need 3 values each, std > 0; got {declared!r}")
+    loaded.mean, loaded.std, loaded.normalization = mean, std, where
+    return loaded
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -188,6 +267,9 @@ def _from_hf(spec: str) -> LoadedModel:
         if config.get("do_normalize", True) and "image_mean" in config:
             loaded.mean = tuple(float(v) for v in config["image_mean"])
             loaded.std = tuple(float(v) for v in config["image_std"])
+            loaded.normalization = f"{config_path}"
+        elif not config.get("do_normalize", True):
+            loaded.normalization = f"none ({config_path}: do_normalize false)"
     return loaded
 
 
@@ -263,7 +345,7 @@ def load_model(spec: str | Path | nn.Module, weights: str | Path | None = None) 
             raise ModelLoadError("--weights applies to py: specs; hf: folders hold their weights")
         loaded = _from_hf(text)
     elif text.startswith("py:"):
-        loaded = LoadedModel(_from_factory(text, weights))
+        loaded = _declared_normalization(_from_factory(text, weights), text)
     elif text.startswith("zoo:"):
         if weights is not None:
             raise ModelLoadError(f"--weights applies to py: specs; {text!r} holds its weights")
@@ -271,6 +353,8 @@ def load_model(spec: str | Path | nn.Module, weights: str | Path | None = None) 
         from leanxai.zoo.pretrained import pretrained
 
         loaded = pretrained(text[len("zoo:") :])
+        if loaded.mean is not None and loaded.normalization is None:
+            loaded.normalization = f"{text} (its training preprocessing)"
     else:
         path = Path(text)
         if weights is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "find_images",
     "ignored_files",
     "load_image",
+    "load_image_and_original",
     "to_tensor_batch",
 ]
 
@@ -196,6 +197,37 @@ def load_image(
     except OSError as error:  # opening the file itself failed (permissions, I/O)
         raise InputError(f"{path}: cannot read file ({_one_line(error)})") from error
     return _to_tensor(array, size)
+
+
+def load_image_and_original(
+    path: str | Path,
+    size: tuple[int, int] | None = (224, 224),
+    *,
+    max_side: int | None = None,
+    max_pixels: int = 89_478_485,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load an image once, as the model's input and as the photo itself.
+
+    Returns ``(model_input, original)``: ``model_input`` exactly as :func:`load_image` gives it
+    for ``size`` (resized, aspect ratio not kept), ``original`` ``(3, H0, W0)`` at the file's own
+    size and aspect ratio, scaled down (antialiased) so that its longer side is at most
+    ``max_side`` when that is given. Overlays drawn on ``original`` show the user's photo rather
+    than the squashed model input. Errors are those of :func:`load_image`.
+    """
+    size = _check_size(size)
+    if max_side is not None and (
+        isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1
+    ):
+        raise InputError(f"max_side must be None or a positive int, got {max_side!r}")
+    original = load_image(path, size=None, max_pixels=max_pixels)  # (3, H0, W0)
+    height, width = original.shape[1:]
+    if max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+        display = _to_tensor(original.permute(1, 2, 0).numpy(), shape)
+    else:
+        display = original
+    return _to_tensor(original.permute(1, 2, 0).numpy(), size), display
 
 
 def decode_image(

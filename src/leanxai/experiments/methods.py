@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from leanxai import threshold
 from leanxai.core.errors import InputError, one_line
+from leanxai.data.user import MaskedImages
 from leanxai.evaluate.cost import cost
 from leanxai.evaluate.faithfulness import (
     completeness,
@@ -59,6 +60,7 @@ __all__ = [
     "load_benchmark_data",
     "make_explainer",
     "run_benchmark",
+    "user_benchmark_data",
 ]
 
 DEFAULT_METHODS: tuple[str, ...] = (
@@ -177,8 +179,11 @@ class BenchmarkConfig:
         )
         return replace(quick, **changes)
 
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first bad setting."""
+    def check(self, datasets: Sequence[str] | None = None) -> None:
+        """Raise ``ValueError`` naming the first bad setting.
+
+        ``datasets``: the names accepted beside :data:`DATASETS` (a user's data, issue 23).
+        """
         for name in ("n", "batch_size", "steps", "sensitivity_n", "sensitivity_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -201,7 +206,7 @@ class BenchmarkConfig:
                     f"method {info.name!r} takes no option(s) {', '.join(unknown_options)}; "
                     f"it takes {', '.join(sorted(accepted or ()))}"
                 )
-        unknown = [d for d in self.datasets if d not in DATASETS]
+        unknown = [d for d in self.datasets if d not in DATASETS and d not in (datasets or ())]
         if unknown:
             raise InputError(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
         for spec in self.thresholds:
@@ -221,6 +226,7 @@ class BenchmarkData:
     masks: torch.Tensor
     classes: tuple[str, ...]
     note: str = ""
+    preprocessing: str = ""
 
 
 @dataclass
@@ -321,6 +327,87 @@ DATASETS: dict[str, Callable[[int, int, str | Path | None], BenchmarkData]] = {
 small CNN on MNIST-5k's held-out digits (masks: the ink, a proxy for where the digit is). Harder
 shapes (``make_shapes(difficulty="hard")``) are not here: the demo CNN, trained on the default
 knobs, is at chance on them, and explaining chance hits measures nothing."""
+
+
+def user_benchmark_data(
+    name: str,
+    model: nn.Module,
+    data: MaskedImages,
+    n: int,
+    *,
+    labels: Mapping[int, str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    gray: bool = False,
+    preprocessing: str = "",
+) -> BenchmarkData:
+    """A user's model on a user's images and masks (:mod:`leanxai.data.user`), ready to run.
+
+    The model is wrapped so that it reads RGB in ``[0, 1]`` (:func:`leanxai.core.models.normalized`
+    with ``mean``/``std``): deletion and insertion then perturb the photo, not its normalised
+    values. Where the data names an image's class and the model has that class (``labels``, by
+    name or index), only images the model classifies as that class are explained, as on the
+    built-in sets; elsewhere the predicted class is explained. At most ``n`` images are kept.
+    """
+    from leanxai.core.models import normalized
+
+    wrapped = normalized(
+        model, tuple(mean) if mean else None, tuple(std) if std else None, gray=gray
+    )
+    wrapped.eval()
+    with torch.inference_mode():
+        predicted = torch.cat(
+            [wrapped(data.images[i : i + 64]).argmax(1) for i in range(0, len(data.images), 64)]
+        )
+    names = {str(v).strip().lower(): int(k) for k, v in (labels or {}).items()}
+    indices = {str(int(k)): int(k) for k in (labels or {})}
+    keep: list[int] = []
+    targets: list[int] = []
+    wrong = unknown = 0
+    for i, label in enumerate(data.classes):
+        if label is None:
+            keep.append(i)
+            targets.append(int(predicted[i]))
+            continue
+        named = names.get(label.strip().lower(), indices.get(label.strip()))
+        if named is None:
+            unknown += 1
+            keep.append(i)
+            targets.append(int(predicted[i]))
+        elif named == int(predicted[i]):
+            keep.append(i)
+            targets.append(named)
+        else:
+            wrong += 1
+    keep, targets = keep[:n], targets[:n]
+    if not keep:
+        raise InputError(
+            f"{name}: the model classifies none of {len(data.images)} labelled images as labelled"
+        )
+    parts = [f"{len(keep)} of {len(data.images)} images of {data.source}"]
+    if wrong:
+        parts.append(f"{wrong} left out: the model does not predict their labelled class")
+    if unknown:
+        parts.append(
+            f"{unknown} labelled with a class the model does not name: prediction explained"
+        )
+    if any(label is None for label in data.classes):
+        parts.append("images without a class: the predicted class is explained")
+    if data.skipped:
+        parts.append(f"{len(data.skipped)} files skipped (bad or unmatched)")
+    parts.append(f"normalisation: {preprocessing or 'none: RGB in [0, 1]'}")
+    index = torch.tensor(keep)
+    k = max([*(labels or {}), *targets]) + 1
+    return BenchmarkData(
+        name=name,
+        model=wrapped,
+        images=data.images[index],
+        labels=torch.tensor(targets, dtype=torch.int64),
+        masks=data.masks[index],
+        classes=tuple((labels or {}).get(j, str(j)) for j in range(k)),
+        note="; ".join(parts),
+        preprocessing=preprocessing or "none: RGB in [0, 1]",
+    )
 
 
 def load_benchmark_data(
@@ -475,6 +562,7 @@ def run_benchmark(
     overwrite: bool = False,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    user_data: Sequence[BenchmarkData] = (),
 ) -> BenchmarkResult:
     """Run the benchmark and write ``results.csv``, ``paired_tests.csv``, ``results.json``,
     the plots (``plots/*.png``) and ``report.html`` to ``out_dir``.
@@ -492,6 +580,8 @@ def run_benchmark(
         Where trained models are cached (default as in :func:`leanxai.zoo.load_demo_model`).
     progress
         Show a progress bar.
+    user_data
+        A user's data sets (:func:`user_benchmark_data`), run instead of ``config.datasets``.
 
     Returns
     -------
@@ -499,7 +589,10 @@ def run_benchmark(
         Rows, paired tests, failures (a method that failed on a data set, or a data set that
         did not load: the run goes on; check ``result.failed``), written files.
     """
-    config.check()
+    given = {item.name: item for item in user_data}
+    if given:
+        config = replace(config, datasets=tuple(given))
+    config.check(tuple(given))
     out = Path(out_dir)
     files = {
         "results": out / "results.csv",
@@ -518,6 +611,7 @@ def run_benchmark(
     paired: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     notes: dict[str, str] = {}
+    preprocessing: dict[str, str] = {}
     plots: dict[str, bytes] = {}
     total = len(config.datasets) * len(config.methods) * len(config.thresholds)
     bar = tqdm(total=total, desc="benchmark", unit="row", disable=not progress)
@@ -526,7 +620,9 @@ def run_benchmark(
         for dataset in config.datasets:
             bar.set_postfix_str(f"{dataset}: loading")
             try:
-                data = load_benchmark_data(dataset, config.n, config.seed, cache_dir)
+                data = given.get(dataset) or load_benchmark_data(
+                    dataset, config.n, config.seed, cache_dir
+                )
             except Exception as error:  # a data set that fails is reported, the run goes on
                 message = _one_line(error)
                 failures.append({"dataset": dataset, "method": "*", "error": message})
@@ -535,6 +631,7 @@ def run_benchmark(
                 bar.update(len(config.methods) * len(config.thresholds))
                 continue
             notes[dataset] = data.note
+            preprocessing[dataset] = data.preprocessing or "as the built-in model expects"
             runs: dict[str, _MethodRun] = {}
             for method in config.methods:
                 bar.set_postfix_str(f"{dataset}: {method}")
@@ -565,6 +662,7 @@ def run_benchmark(
         "config": {**asdict(config), "method_options": dict(config.method_options)},
         "seconds": round(seconds, 1),
         "notes": notes,
+        "preprocessing": preprocessing,
         "failures": failures,
         "machine": {
             "platform": platform.platform(),
