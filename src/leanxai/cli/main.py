@@ -199,6 +199,7 @@ def explain(
     from tqdm import tqdm
 
     from leanxai import threshold
+    from leanxai.core.families import detect
     from leanxai.core.models import load_model
     from leanxai.data.images import find_images, ignored_files, load_image_and_original
     from leanxai.explainers import registry
@@ -206,7 +207,9 @@ def explain(
     from leanxai.viz.overlay import save_overlay, save_panel
 
     try:
-        method = registry.get(method, "cnn").name
+        # The model's family decides the method's entry (below); a name no image family knows
+        # fails here, before the model loads.
+        _image_method(method)
         apply_threshold = threshold.from_spec(threshold_spec)
         input_size = parse_size(size)
     except (LeanXAIError, click.BadParameter) as error:
@@ -229,10 +232,16 @@ def explain(
     std = torch.tensor(loaded.std or (1.0, 1.0, 1.0))[:, None, None]
     # A one-channel model (digits) reads the mean of the RGB channels, as `leanxai compress` does.
     gray = input_channels(model) == 1
-    cam = method in ("gradcam", "gradcam++")
+    try:  # a vision transformer gets its own methods; anything else is explained as a CNN
+        family = detect(model, torch.zeros(1, 1 if gray else 3, *side))
+    except InputError:  # detection cannot place it: explained as a CNN, as before
+        family = "cnn"
+    family = family if family == "vision_transformer" else "cnn"
+    method = registry.get(method, family).name
+    cam = method in ("gradcam", "gradcam++", "token_gradcam")
     if layer is not None and not cam:
-        fail(f"--layer applies to gradcam and gradcam++, not {method}")
-    explainer = registry.create(method, model, "cnn", options={"layer": layer} if cam else None)
+        fail(f"--layer applies to gradcam, gradcam++ and token_gradcam, not {method}")
+    explainer = registry.create(method, model, family, options={"layer": layer} if cam else None)
 
     failed: list[tuple[str, str]] = [(str(p), reason) for p, reason in problems]
     rows: list[dict[str, Any]] = [{"file": p, "status": f"skipped: {r}"} for p, r in failed]
@@ -359,6 +368,25 @@ def demo(out_dir: Path, count: int, cache_dir: str | None, overwrite: bool) -> N
     except LeanXAIError as error:
         fail(error)
     click.echo(f"report: {report}")
+
+
+IMAGE_FAMILIES = ("cnn", "vision_transformer")
+"""The families `leanxai explain` takes image files for."""
+
+
+def _image_method(method: str) -> None:
+    """Refuse a method that no image family has, naming those they have."""
+    from leanxai.core.errors import InputError
+    from leanxai.explainers import registry
+
+    for family in IMAGE_FAMILIES:
+        try:
+            registry.get(method, family)
+            return
+        except InputError:
+            continue
+    known = sorted({n for f in IMAGE_FAMILIES for n in registry.names(f)})
+    raise InputError(f"unknown method {method!r} for images; choose from {', '.join(known)}")
 
 
 def _parse_settings(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
