@@ -22,6 +22,7 @@ from leanxai.explainers.deepactif import (
     _recurrent_scores,
     aggregate,
     feature_ranking,
+    front_end_scores,
     minmax,
     unroll_recurrent,
 )
@@ -751,3 +752,143 @@ def test_shap_restores_the_generators_after_an_error(monkeypatch: Any, state_gua
     _assert_same_states(before)
     assert torch.backends.cudnn.enabled == cudnn
     check()
+
+
+# -- front ends (issue 22) ------------------------------------------------------------------------
+
+U = 7  # width of the front end: the recurrent layer's input_size
+
+
+class FrontEnd(nn.Module):
+    """A Linear(F, U) + ReLU or a Conv1d(F, U, 3) + tanh front end before an LSTM or GRU."""
+
+    def __init__(self, front: str = "linear", kind: str = "lstm") -> None:
+        super().__init__()
+        self.front = nn.Linear(F, U) if front == "linear" else nn.Conv1d(F, U, 3, padding=1)
+        self.act = nn.ReLU() if front == "linear" else nn.Tanh()
+        self.rnn = (nn.LSTM if kind == "lstm" else nn.GRU)(U, H, batch_first=True)
+        self.head = nn.Linear(H, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F)
+        if isinstance(self.front, nn.Conv1d):
+            u = self.act(self.front(x.transpose(1, 2))).transpose(1, 2)
+        else:
+            u = self.act(self.front(x))
+        return self.head(self.rnn(u)[0][:, -1])
+
+
+def front_end_model(front: str = "linear", kind: str = "lstm") -> FrontEnd:
+    torch.manual_seed(11)
+    return FrontEnd(front, kind).double().eval()
+
+
+def reference_front_end_scores(
+    scores: np.ndarray, x: np.ndarray, weight: np.ndarray, conv: bool
+) -> np.ndarray:
+    """A[s, f] = sum over (t, k) of scores[t, k] |c| / sum |c|, c = W[k, f, t - s + 1] x[s, f]."""
+    batch, steps, features = x.shape
+    units = weight.shape[0]
+    out = np.zeros_like(x)
+    for n in range(batch):
+        for t in range(steps):
+            for k in range(units):
+                taps = []  # (s, f, |c|)
+                for s in range(steps):
+                    for f in range(features):
+                        if conv:
+                            tap = s - t + 1  # kernel 3, padding 1
+                            if not 0 <= tap < 3:
+                                continue
+                            c = abs(weight[k, f, tap] * x[n, s, f])
+                        elif s == t:
+                            c = abs(weight[k, f] * x[n, s, f])
+                        else:
+                            continue
+                        taps.append((s, f, c))
+                total = sum(c for _, _, c in taps)
+                if total > 0:
+                    for s, f, c in taps:
+                        out[n, s, f] += scores[n, t, k] * c / total
+    return out
+
+
+@pytest.mark.parametrize("front, kind", [("linear", "lstm"), ("conv", "gru")])
+def test_front_end_mapping_matches_literal_reference(front: str, kind: str) -> None:
+    model = front_end_model(front, kind)
+    x = sequences()
+    result = DeepACTIF(model, mapping="gated", aggregation="mean").attribute(x)
+    with torch.no_grad():
+        if front == "conv":
+            u = torch.tanh(model.front(x.transpose(1, 2))).transpose(1, 2)
+        else:
+            u = torch.relu(model.front(x))
+        scores = _recurrent_scores(model.rnn, u, None, "gated", "l2")  # (B, T, U)
+    expected = reference_front_end_scores(
+        scores.numpy(), x.numpy(), model.front.weight.detach().numpy(), front == "conv"
+    )
+    torch.testing.assert_close(result.per_sample, torch.from_numpy(expected).mean(1))
+    assert result.importance.shape == (F,)
+    # The share rule keeps each step's total.
+    torch.testing.assert_close(result.per_sample.sum(1), scores.mean(1).sum(1))
+
+
+def test_identity_front_end_is_todays_mapping() -> None:
+    x = sequences()
+    scores = torch.rand(B, T, F, dtype=torch.float64) * x.abs()
+    identity = nn.Linear(F, F, bias=False).double()
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(F))
+    torch.testing.assert_close(front_end_scores(scores, x, identity), scores)
+    conv = nn.Conv1d(F, F, 1, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(F)[:, :, None])
+    torch.testing.assert_close(front_end_scores(scores, x, conv), scores)
+
+
+@pytest.mark.parametrize("front", ["linear", "conv"])
+def test_front_end_models_run_one_forward_pass(front: str, state_guard: Any) -> None:
+    model = front_end_model(front)
+    model.train()
+    check = state_guard(model)
+    calls = {"model": 0, "front": 0, "rnn": 0, "head": 0}
+
+    def counter(key: str) -> Any:
+        def hook(module: nn.Module, args: Any) -> None:
+            calls[key] += 1
+
+        return hook
+
+    handles = [
+        model.register_forward_pre_hook(counter("model")),
+        model.front.register_forward_pre_hook(counter("front")),
+        model.rnn.register_forward_pre_hook(counter("rnn")),
+        model.head.register_forward_pre_hook(counter("head")),
+    ]
+    try:
+        result = DeepACTIF(model).attribute(sequences())
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == {"model": 1, "front": 1, "rnn": 1, "head": 0}
+    assert result.importance.shape == (F,) and bool((result.importance >= 0).all())
+    assert model.training
+    check()
+
+
+def test_front_end_errors_name_the_candidates() -> None:
+    class TwoFronts(FrontEnd):
+        def __init__(self) -> None:
+            super().__init__()
+            self.other = nn.Linear(F, U)
+
+    model = TwoFronts().double().eval()
+    with pytest.raises(LayerError, match="candidates: front, other"):
+        DeepACTIF(model).attribute(sequences())
+
+    class Normalised(FrontEnd):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act = nn.LayerNorm(U)  # not elementwise
+
+    with pytest.raises(LayerError, match="elementwise"):
+        DeepACTIF(Normalised().double().eval()).attribute(sequences())

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from leanxai.core import validate
@@ -57,6 +58,7 @@ __all__ = [
     "RankingMethod",
     "aggregate",
     "feature_ranking",
+    "front_end_scores",
     "minmax",
     "unroll_recurrent",
 ]
@@ -278,6 +280,135 @@ def _unpack(inputs: PackedSequence) -> tuple[torch.Tensor, torch.Tensor]:
     return padded, mask.to(padded.device)
 
 
+# -- Front ends -----------------------------------------------------------------------------------
+
+# Elementwise activations a front end may apply before the recurrent layer, recognised by value.
+_FRONT_ACTIVATIONS: dict[str, Any] = {
+    "identity": lambda t: t,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "relu6": F.relu6,
+    "elu": F.elu,
+    "leaky_relu": F.leaky_relu,
+}
+
+
+def _front_end(model: nn.Module, features: int, width: int) -> list[tuple[str, nn.Module]]:
+    """Linear(F, width) and Conv1d(F, width) modules: candidate front ends of a recurrent layer."""
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            shape = (module.in_features, module.out_features)
+        elif isinstance(module, nn.Conv1d):
+            shape = (module.in_channels, module.out_channels)
+        else:
+            continue
+        if shape == (features, width):
+            found.append((name, module))
+    return found
+
+
+def front_end_scores(
+    scores: torch.Tensor, inputs: torch.Tensor, front: nn.Linear | nn.Conv1d
+) -> torch.Tensor:
+    """Map per-step scores of a recurrent layer's input units back to the input features.
+
+    The front end's pre-activation ``p[t, k] = sum_(s, f) W[k, f, t - s] x[s, f] + b[k]`` is
+    linear in the inputs: feature ``f`` at step ``s`` adds exactly ``c = W[k, f, t - s] x[s, f]``
+    (a Linear layer: ``s = t`` only). Each unit's score ``scores[b, t, k]`` is shared among the
+    inputs in proportion to ``|c|`` (the z-rule of LRP on absolute contributions; the bias takes
+    no share), so the scores' total is kept. An elementwise activation between the front end and
+    the recurrent layer multiplies every contribution to a unit by the same local slope, which
+    cancels in the shares; a unit it switches off reads 0, and DeepACTIF's score of it is 0. With
+    an identity front end this is the identity: today's mapping.
+
+    Parameters
+    ----------
+    scores
+        ``(B, T, U)`` non-negative scores of the recurrent layer's ``U`` inputs.
+    inputs
+        ``(B, T, F)`` the model's inputs.
+    front
+        ``nn.Linear(F, U)`` acting on each step, or ``nn.Conv1d(F, U)`` over time with stride 1,
+        zero padding and ``T`` output steps.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, T, F)`` non-negative per-step feature scores.
+    """
+    magnitude = inputs.abs()
+    weight = front.weight.detach().abs().to(inputs.dtype)
+    if isinstance(front, nn.Linear):
+        total = magnitude @ weight.T  # (B, T, U): sum_f |W_kf x_f|
+        ratio = torch.where(total > 0, scores / total.clamp_min(1e-30), 0.0)
+        return magnitude * (ratio @ weight)
+    if front.padding_mode != "zeros" or front.stride != (1,) or isinstance(front.padding, str):
+        if not (isinstance(front.padding, str) and front.padding == "same"):
+            raise LayerError(
+                f"front end {front} must be a Conv1d with stride 1 and zero padding "
+                "('same' or numeric) for DeepACTIF to map its scores back"
+            )
+    padding = front.padding
+    if isinstance(padding, str):  # "same": PyTorch pads (d (k - 1)) // 2 before
+        padding = ((front.dilation[0] * (front.kernel_size[0] - 1)) // 2,)
+    magnitude_t = magnitude.transpose(1, 2)  # (B, F, T)
+    total = F.conv1d(magnitude_t, weight, None, 1, padding, front.dilation, front.groups)
+    ratio = scores.transpose(1, 2)  # (B, U, T)
+    if total.shape[-1] != ratio.shape[-1]:
+        raise LayerError(
+            f"front end {front} gives {total.shape[-1]} steps from {inputs.shape[1]}; DeepACTIF "
+            "maps a Conv1d front end that keeps the number of steps"
+        )
+    ratio = torch.where(total > 0, ratio / total.clamp_min(1e-30), 0.0)
+    back = F.conv_transpose1d(ratio, weight, None, 1, padding, 0, front.groups, front.dilation)
+    steps = magnitude_t.shape[-1]
+    if back.shape[-1] < steps:  # even kernels with "same": the last input steps reach nothing
+        back = F.pad(back, (0, steps - back.shape[-1]))
+    return (magnitude_t * back[..., :steps]).transpose(1, 2)
+
+
+def _front_pre_activation(
+    name: str,
+    front: nn.Module,
+    received: Any,
+    produced: Any,
+    x: torch.Tensor,
+    batch_first: bool,
+) -> torch.Tensor:
+    """The front end's output as ``(B, T, U)``, after checking that it read the inputs."""
+    if not isinstance(received, torch.Tensor) or not isinstance(produced, torch.Tensor):
+        raise LayerError(f"front end {name!r} did not run on the inputs in the forward pass")
+    if isinstance(front, nn.Conv1d):
+        read, out = received.transpose(1, 2), produced.transpose(1, 2)  # (B, T, .)
+    elif batch_first:
+        read, out = received, produced
+    else:
+        read, out = received.transpose(0, 1), produced.transpose(0, 1)
+    if tuple(read.shape) != tuple(x.shape) or not torch.equal(read, x):
+        raise LayerError(
+            f"front end {name!r} does not read the inputs as they are (it receives "
+            f"{tuple(received.shape)}); DeepACTIF maps a Linear or Conv1d that reads the features"
+        )
+    return out
+
+
+def _front_activation(pre: torch.Tensor, seen: torch.Tensor, name: str) -> str:
+    """Which elementwise activation turns the front end's output into the recurrent input."""
+    if pre.shape == seen.shape:
+        for activation, function in _FRONT_ACTIVATIONS.items():
+            if torch.allclose(function(pre), seen, rtol=1e-5, atol=1e-6):
+                return activation
+    raise LayerError(
+        f"the recurrent layer's input is not an elementwise activation of front end {name!r}'s "
+        f"output (known: {', '.join(_FRONT_ACTIVATIONS)}); DeepACTIF maps a Linear or Conv1d "
+        "front end, optionally followed by one of those"
+    )
+
+
 # -- DeepACTIF ------------------------------------------------------------------------------------
 
 
@@ -472,34 +603,63 @@ class DeepACTIF:
             model_inputs = inputs
         batch, steps, features = x.shape
         mask = _check_mask(mask, batch, steps, x.device)
+        front: tuple[str, nn.Module] | None = None
         if recurrent:
             assert isinstance(module, nn.RNNBase)
             if module.input_size != features:
-                raise LayerError(
-                    f"recurrent layer {name!r} reads input_size={module.input_size} values per "
-                    f"step but inputs have F={features} features; DeepACTIF maps a layer that "
-                    "reads the features, or name a layer whose output has F values per step"
-                )
+                candidates = _front_end(self.model, features, module.input_size)
+                if len(candidates) != 1:
+                    found = f" (candidates: {', '.join(n for n, _ in candidates)})" * bool(
+                        candidates
+                    )
+                    raise LayerError(
+                        f"recurrent layer {name!r} reads input_size={module.input_size} values "
+                        f"per step but inputs have F={features} features, and no single "
+                        f"Linear({features}, {module.input_size}) or Conv1d front end maps one "
+                        f"to the other{found}; name a layer whose output has F values per step"
+                    )
+                front = candidates[0]
         with eval_mode(self.model, self.eval_mode), torch.no_grad():
             if recurrent:
                 # The forward stops where the layer is called: the layer itself runs once, below.
-                seen, reached = input_of(self.model, name, model_inputs)
+                watched = [front[0]] if front is not None else []
+                with capture(self.model, [], inputs_of=watched) as record:
+                    seen, reached = input_of(self.model, name, model_inputs)
                 if not reached:
                     raise LayerError(f"layer {name!r} did not run in the forward pass")
                 assert isinstance(module, nn.RNNBase)
                 layer_inputs = x
+                width = features if front is None else module.input_size
                 if isinstance(seen, torch.Tensor):
                     seen = seen if module.batch_first else seen.transpose(0, 1)
-                    if tuple(seen.shape) != (batch, steps, features):
+                    if tuple(seen.shape) != (batch, steps, width):
                         raise LayerError(
                             f"recurrent layer {name!r} receives {tuple(seen.shape)} (as (B, T, "
-                            f"F)), not the inputs' {(batch, steps, features)}; check batch_first"
+                            f"F)), not {(batch, steps, width)}; check batch_first"
                         )
                     layer_inputs = seen
+                elif front is not None:
+                    raise LayerError(
+                        f"recurrent layer {name!r} received a {type(seen).__name__}; DeepACTIF "
+                        "maps a front end for padded tensor inputs (pass a mask)"
+                    )
                 else:  # a PackedSequence: same values as the padded inputs
                     logger.debug("layer %r received a PackedSequence; using the inputs", name)
                 mapping: str = self.mapping or DEFAULT_MAPPING
                 activations = _recurrent_scores(module, layer_inputs, mask, mapping, self.norm)
+                if front is not None:  # (B, T, U) scores of the layer's inputs -> (B, T, F)
+                    front_name, front_module = front
+                    pre = _front_pre_activation(
+                        front_name,
+                        front_module,
+                        record.inputs.get(front_name),
+                        record.output_of.get(front_name),
+                        x,
+                        batch_first,
+                    )
+                    _front_activation(pre, layer_inputs, front_name)
+                    assert isinstance(front_module, (nn.Linear, nn.Conv1d))
+                    activations = front_end_scores(activations, x, front_module)
             else:
                 if self.mapping is not None:
                     raise InputError(
