@@ -464,3 +464,109 @@ def test_cli_refuses_arbitrary_pickles(tmp_path):
     torch.save({"x": Exploding}, tmp_path / "evil.pt")  # a class: not allowed by weights_only
     with pytest.raises(InputError, match="cannot read"):
         load_graph(tmp_path / "evil.pt")
+
+
+# -- what a call caches, and the fast paths: same answers as without them -------------------------
+
+
+def _assert_same_explanation(got: Explanation, expected: Explanation) -> None:
+    assert type(got) is type(expected)
+    assert sorted(got.keys()) == sorted(expected.keys())
+    for key in expected.keys():
+        if isinstance(expected[key], torch.Tensor):
+            assert torch.equal(got[key], expected[key]), key
+        else:
+            assert got[key] == expected[key], key
+
+
+def test_the_structure_cache_never_returns_a_stale_answer():
+    # One explainer, kept across changes to its model: after each, its answer must equal a new
+    # explainer's (which has nothing cached).
+    model, data = _seeded(GraphGCN2), _graph()
+    explainer = GraphGradCAM(model)
+    assert explainer.explain(data).path == "forward"  # the cache is filled
+
+    torch.manual_seed(1)
+    model.head = nn.Linear(5, 2).double()  # a new head module: its own weights
+    _assert_same_explanation(explainer.explain(data), GraphGradCAM(model).explain(data))
+    with torch.no_grad():
+        model.head.weight.mul_(-1)  # weights edited in place: nothing about them is cached
+    _assert_same_explanation(explainer.explain(data), GraphGradCAM(model).explain(data))
+    # The head moved one level down: the hook on "head" would still see the same input and output,
+    # so a stale head module would pass the check and give the old weights.
+    model.head = nn.Sequential(nn.Linear(5, 2).double())
+    fresh = GraphGradCAM(model).explain(data)
+    _assert_same_explanation(explainer.explain(data), fresh)
+    assert not torch.equal(fresh.cam, GraphGradCAM(_seeded(GraphGCN2)).explain(data).cam)
+
+    model.conv2 = _seeded(GraphGCN2, seed=3).conv2  # a replaced message-passing layer
+    _assert_same_explanation(explainer.explain(data), GraphGradCAM(model).explain(data))
+    explainer.layer = "conv1"  # a new layer argument
+    _assert_same_explanation(explainer.explain(data), GraphGradCAM(model, "conv1").explain(data))
+    explainer.layer = None
+
+    # An extra message-passing layer the forward never calls is now the default layer: refused.
+    model.conv3 = GCNConv(5, 5).double()
+    with pytest.raises(LeanXAIError, match="'conv3' must run once"):
+        explainer.explain(data)
+    del model.conv3
+    _assert_same_explanation(explainer.explain(data), GraphGradCAM(model).explain(data))
+
+    other = _seeded(GraphGCN2, seed=5)
+    explainer.model = other  # a new model
+    _assert_same_explanation(explainer.explain(data), GraphGradCAM(other).explain(data))
+
+
+class NodeGCNStack(nn.Module):
+    """GCNConv layers in a ModuleList, each followed by a ReLU, then a linear head, per node."""
+
+    def __init__(self, layers: int = 2, hidden: int = 3) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(GCNConv(hidden, hidden) for _ in range(layers))
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = torch.relu(conv(x, edge_index))
+        return self.head(x)
+
+
+def test_the_structure_cache_follows_added_layers_of_node_models():
+    # A third layer appended: the default layer (convs.2) and the receptive field (3 hops) change.
+    model, data = _seeded(NodeGCNStack), _graph(1)
+    explainer = GraphGradCAM(model)
+    before = explainer.explain(data, index=3)
+    assert before.layer == "convs.1"
+    torch.manual_seed(7)
+    model.convs.append(GCNConv(3, 3).double())
+    after = explainer.explain(data, index=3)
+    assert after.layer == "convs.2"
+    _assert_same_explanation(after, GraphGradCAM(model).explain(data, index=3))
+    field = receptive_field(3, data.edge_index, 3, 12)
+    assert bool((after.cam[~field] == 0).all())
+    del model.convs[2]
+    _assert_same_explanation(explainer.explain(data, index=3), before)
+
+
+def test_explanation_equals_the_one_pygs_constructor_builds():
+    node = GraphGradCAM(_seeded(NodeGCN2)).explain(_graph(), index=2)
+    graph = GraphGradCAM(_seeded(GraphGCN2)).explain(_graph())
+    for explanation in (node, graph):
+        rebuilt = Explanation(**{key: explanation[key] for key in explanation.keys()})
+        _assert_same_explanation(explanation, rebuilt)
+        assert explanation.validate(raise_on_error=False)
+        assert explanation.num_nodes == 12 and explanation.num_edges == 36
+        assert explanation.get_explanation_subgraph().num_nodes <= 12
+    assert "index" not in graph  # None is left out, as PyG's constructor does
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", [(0, 0), (5, 1), (11, 2)])
+def test_non_finite_features_are_refused_wherever_they_are(bad, where):
+    data = _graph()
+    data.x = data.x.clone()
+    data.x[where] = bad
+    with pytest.raises(InputError, match="contains NaN or infinite values"):
+        GraphGradCAM(_seeded(NodeGCN2)).explain(data, index=0)
+    data.x[where] = 0.5
+    GraphGradCAM(_seeded(NodeGCN2)).explain(data, index=0)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import types
 import weakref
 from collections.abc import Iterator, Sequence
@@ -48,7 +49,7 @@ from torch import nn
 from leanxai.core import validate
 from leanxai.core.errors import InputError, InputTypeError, LayerError
 from leanxai.core.hooks import capture, eval_mode
-from leanxai.core.layers import resolve_layer
+from leanxai.core.layers import ModuleTree, module_tree, resolve_layer
 from leanxai.core.models import logits_of
 from leanxai.core.targets import Target, resolve_target
 from leanxai.explainers.registry import register, set_default
@@ -134,7 +135,9 @@ def check_graph(data: object, name: str = "data") -> GraphInputs:
         raise InputError(f"{name} is an empty graph (0 nodes)")
     if not x.dtype.is_floating_point:
         raise InputError(f"{name}.x must be a floating tensor, got dtype {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    # One reduction instead of isfinite's four operations: the minimum and maximum are both
+    # finite exactly when every value is (NaN propagates into both, -inf/inf into one).
+    if x.numel() and not all(math.isfinite(end) for end in torch.aminmax(x)):
         raise InputError(f"{name}.x contains NaN or infinite values")
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise InputError(f"{name}.edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
@@ -144,7 +147,7 @@ def check_graph(data: object, name: str = "data") -> GraphInputs:
         )
     n = int(x.shape[0])
     if edge_index.numel():
-        low, high = int(edge_index.min()), int(edge_index.max())
+        low, high = (int(end) for end in torch.aminmax(edge_index))
         if low < 0 or high >= n:
             bad = low if low < 0 else high
             raise InputError(
@@ -226,7 +229,8 @@ def edge_weights(
     CaptumExplainer); self-loops that a layer adds get weight 1. Each layer's explain state (the
     attributes PyG's ``explain`` setter changes, ``propagate`` included) is put back exactly as it
     was when the block ends, also after an error. Yields the names of the layers weighted.
-    ``modules``: ``list(model.named_modules())`` when the caller has it already.
+    ``modules``: the model's ``(name, module)`` pairs when the caller has them already (at least
+    its message-passing layers; :class:`GraphGradCAM` passes just those).
     """
     missing = object()
     loop_mask = edge_index[0] != edge_index[1]
@@ -235,24 +239,27 @@ def edge_weights(
         for name, module in (modules if modules is not None else model.named_modules())
         if _is_message_passing(module) and module.explain is not False
     ]
-    with contextlib.ExitStack() as stack:
+    # Each layer's state is saved before it is changed, so a failure halfway restores exactly the
+    # layers changed so far.
+    saved: list[tuple[nn.Module, dict[str, Any]]] = []
+    try:
         for _, module in layers:
-            saved = {key: module.__dict__.get(key, missing) for key in _EXPLAIN_STATE}
-
-            def restore(module: nn.Module = module, saved: dict[str, Any] = saved) -> None:
-                for key, value in saved.items():
-                    if value is missing:
-                        module.__dict__.pop(key, None)
-                    else:
-                        module.__dict__[key] = value
-
-            stack.callback(restore)
+            saved.append(
+                (module, {key: module.__dict__.get(key, missing) for key in _EXPLAIN_STATE})
+            )
             _switch_explain_on(module)
             # Straight into the instance dict: after PyG's GNNExplainer has run, ``_edge_mask``
             # is a registered (None) parameter, which refuses a plain tensor; the instance
             # attribute is what ``explain_message`` reads, and the registration stays untouched.
             module.__dict__.update(_edge_mask=weights, _loop_mask=loop_mask, _apply_sigmoid=False)
         yield [name for name, _ in layers]
+    finally:
+        for module, state in reversed(saved):
+            for key, value in state.items():
+                if value is missing:
+                    module.__dict__.pop(key, None)
+                else:
+                    module.__dict__[key] = value
 
 
 @functools.lru_cache(maxsize=64)
@@ -279,17 +286,60 @@ def _keyword_arguments(model: nn.Module, graph: GraphInputs) -> dict[str, torch.
     return kwargs
 
 
-def _normalize(values: torch.Tensor, groups: torch.Tensor, count: int) -> torch.Tensor:
-    """Divide each group's values by the group's maximum (an all-zero group stays zero)."""
+def _normalize(values: torch.Tensor, groups: torch.Tensor | None, count: int) -> torch.Tensor:
+    """Divide each group's values by the group's maximum (an all-zero group stays zero).
+
+    ``groups`` may be ``None`` when ``count`` is 1.
+    """
+    tiny = torch.finfo(values.dtype).tiny
+    if count == 1 or groups is None:
+        # One group: max(0, max(values)) clamped to ``tiny`` is max(values) clamped to ``tiny``
+        # (NaN propagates in both), so this divides by the very number the scatter below gives.
+        return values / values.max().clamp_min(tiny) if values.numel() else values.clone()
     peak = torch.zeros(count, dtype=values.dtype, device=values.device)
     peak = peak.scatter_reduce(0, groups, values, reduce="amax", include_self=True)
-    return values / peak.clamp_min(torch.finfo(values.dtype).tiny)[groups]
+    return values / peak.clamp_min(tiny)[groups]
 
 
-def _mean_pool(values: torch.Tensor, batch: torch.Tensor, count: int) -> torch.Tensor:
+def _group_sizes(batch: torch.Tensor, count: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B,) nodes per graph (at least 1), in ``dtype``."""
+    return torch.bincount(batch, minlength=count).clamp_min(1).to(dtype)
+
+
+def _mean_pool(
+    values: torch.Tensor, batch: torch.Tensor, count: int, sizes: torch.Tensor | None = None
+) -> torch.Tensor:
     sums = values.new_zeros(count, values.shape[1]).index_add_(0, batch, values)
-    sizes = torch.bincount(batch, minlength=count).clamp_min(1).to(values.dtype)
-    return sums / sizes[:, None]
+    if sizes is None:
+        sizes = _group_sizes(batch, count, values.dtype)
+    return sums / sizes.unsqueeze(1)
+
+
+class _StructureFacts:
+    """What the explainer learned about its model's module tree; valid while the tree is equal.
+
+    Only structure is kept (layer names, the message-passing modules, the head module), never
+    anything computed from parameter values or from a call's tensors: the forward path's check
+    (mean pooling into the head) still runs on every call's own activations.
+    """
+
+    __slots__ = ("head", "head_module", "layer", "layer_argument", "layers", "tree", "weighted")
+
+    def __init__(self, model: nn.Module, tree: ModuleTree) -> None:
+        self.tree = tree
+        named = list(model.named_modules())
+        # Every message-passing module, the model itself included, gets the edge weights.
+        self.weighted = [(name, module) for name, module in named if _is_message_passing(module)]
+        self.layers = [name for name, _ in self.weighted if name]
+        # The last registered Linear: the head of the forward path.
+        self.head: str | None = None
+        self.head_module: nn.Module | None = None
+        for name, module in reversed(named):
+            if isinstance(module, nn.Linear):
+                self.head, self.head_module = name, module
+                break
+        self.layer: str | None = None  # resolved for ``layer_argument``
+        self.layer_argument: str | nn.Module | None = None
 
 
 @register(
@@ -337,14 +387,26 @@ class GraphGradCAM:
         self.layer = layer
         self.path = validate.choice("path", path, PATHS)
         self.edges = bool(edges)
+        self._facts: _StructureFacts | None = None
 
     def __repr__(self) -> str:
         return (
             f"GraphGradCAM({type(self.model).__name__}, layer={self.layer!r}, path={self.path!r})"
         )
 
-    def _layer(self, modules: list[tuple[str, nn.Module]]) -> tuple[str, int]:
-        layers = [name for name, module in modules if name and _is_message_passing(module)]
+    def _structure_facts(self, tree: ModuleTree) -> _StructureFacts:
+        """The cached facts when the module tree is the one they were learned on, else fresh ones.
+
+        The tree's first module is the model itself, so a new model (``explainer.model = ...``)
+        also starts afresh; so does any submodule added, removed, replaced or renamed.
+        """
+        facts = self._facts
+        if facts is None or facts.tree != tree:
+            facts = self._facts = _StructureFacts(self.model, tree)
+        return facts
+
+    def _layer(self, facts: _StructureFacts) -> tuple[str, int]:
+        layers = facts.layers
         if not layers:
             raise InputError(
                 f"model {type(self.model).__name__} has no torch_geometric message-passing layers; "
@@ -352,12 +414,15 @@ class GraphGradCAM:
             )
         if self.layer is None:
             return layers[-1], len(layers)
-        name = resolve_layer(self.model, self.layer)
-        if name not in layers:
-            raise LayerError(
-                f"layer {name!r} is not a message-passing layer; choose one of {', '.join(layers)}"
-            )
-        return name, len(layers)
+        if facts.layer is None or facts.layer_argument is not self.layer:
+            name = resolve_layer(self.model, self.layer)
+            if name not in layers:
+                raise LayerError(
+                    f"layer {name!r} is not a message-passing layer; choose one of "
+                    f"{', '.join(layers)}"
+                )
+            facts.layer, facts.layer_argument = name, self.layer
+        return facts.layer, len(layers)
 
     def explain(self, data: Any, target: Target = None, *, index: Index = None) -> Any:
         """Explain node ``index`` (node classification) or every graph of ``data``.
@@ -380,12 +445,13 @@ class GraphGradCAM:
             ``layer``, ``path``, ``method``.
         """
         graph = check_graph(data)
-        modules = list(self.model.named_modules())  # one walk of the tree per call
-        layer, hops = self._layer(modules)
+        tree = module_tree(self.model)  # one walk of the tree per call, to validate the cache
+        facts = self._structure_facts(tree)
+        layer, hops = self._layer(facts)
         indices = _indices(index, graph.num_nodes)
         head = None
-        if indices is None and self.path != "autograd":  # the last registered Linear
-            head = next((n for n, m in reversed(modules) if isinstance(m, nn.Linear)), None)
+        if indices is None and self.path != "autograd":
+            head = facts.head
         kwargs = _keyword_arguments(self.model, graph)
         x = graph.x.detach().clone().requires_grad_(self.edges)
         weights = torch.ones(
@@ -394,9 +460,11 @@ class GraphGradCAM:
         watched = [layer] + ([head] if head is not None else [])
         grad_needed = self.edges or head is None
         with contextlib.ExitStack() as stack:
-            stack.enter_context(eval_mode(self.model))
+            stack.enter_context(eval_mode(self.model, modules=tree[0]))
             if self.edges:
-                stack.enter_context(edge_weights(self.model, weights, graph.edge_index, modules))
+                stack.enter_context(
+                    edge_weights(self.model, weights, graph.edge_index, facts.weighted)
+                )
             record = stack.enter_context(capture(self.model, [], inputs_of=watched))
             # Without edges, a graph classifier may need no gradient at all (the forward path);
             # should the head check fail, the call is run again on the autograd path.
@@ -432,8 +500,9 @@ class GraphGradCAM:
                 f"the model returns {logits.shape[0]} outputs for {graph.num_graphs} graph(s) "
                 f"of {graph.num_nodes} nodes: a node classifier needs index= (the node)"
             )
-        targets = resolve_target(target, logits.detach())
-        score = logits.gather(1, targets[:, None]).sum()
+        prediction = logits.detach()
+        targets = resolve_target(target, prediction)
+        score = logits.gather(1, targets.unsqueeze(1)).sum()
         groups = graph.batch_vector()
         count = graph.num_graphs
         forward_weights = None
@@ -446,8 +515,7 @@ class GraphGradCAM:
                 groups,
                 count,
                 targets,
-                head,
-                self.model,
+                facts.head_module if head is not None else None,
             )
             if forward_weights is None and self.path == "forward":
                 raise InputError(
@@ -456,24 +524,25 @@ class GraphGradCAM:
                 )
             if forward_weights is None and not grad_needed:
                 again = GraphGradCAM(self.model, self.layer, "autograd", self.edges)
+                again._facts = facts  # the same tree: still valid
                 return again.explain(data, target, index=index)
         path = "forward" if forward_weights is not None else "autograd"
         inputs = ([activation] if path == "autograd" else []) + ([weights, x] if self.edges else [])
         grads = list(torch.autograd.grad(score, inputs, allow_unused=True)) if inputs else []
-        with torch.no_grad():
-            embeddings = activation.detach()
+        with torch.no_grad():  # nothing below is recorded: ``activation`` needs no detach
             if path == "autograd":
-                alpha = _mean_pool(_or_zeros(grads.pop(0), embeddings), groups, count)  # (B, C)
+                alpha = _mean_pool(_or_zeros(grads.pop(0), activation), groups, count)  # (B, C)
             else:
                 alpha = forward_weights  # (B, C)
-            cam = torch.relu((embeddings * alpha[groups]).sum(dim=1))  # (N,)
+            # One graph: its row broadcasts, the same products as indexing it for every node.
+            cam = torch.relu((activation * (alpha if count == 1 else alpha[groups])).sum(dim=1))
             result = {
                 **common,
-                "node_mask": _normalize(cam, groups, count)[:, None],
+                "node_mask": _normalize(cam, groups, count).unsqueeze(1),  # (N, 1)
                 "cam": cam,
                 "target": targets,
                 "index": None,
-                "prediction": logits.detach(),
+                "prediction": prediction,
                 "path": path,
                 "method": self.name,
             }
@@ -481,7 +550,7 @@ class GraphGradCAM:
                 edge_grad, x_grad = (
                     _or_zeros(g, t) for g, t in zip(grads, (weights, x), strict=True)
                 )
-                edge_groups = groups[graph.edge_index[0]]
+                edge_groups = groups[graph.edge_index[0]] if count > 1 else None  # (E,)
                 result["edge_mask"] = _normalize(edge_grad.abs(), edge_groups, count)
                 result["feature_attribution"] = x_grad * graph.x
         return _explanation(result)
@@ -594,11 +663,27 @@ def _batched_grad(scores: torch.Tensor, inputs: list[torch.Tensor]) -> list[torc
 
 
 def _explanation(fields: dict[str, Any]) -> Any:
+    """A PyG ``Explanation`` holding ``fields`` (``None`` values left out, as PyG does)."""
     from torch_geometric.explain import Explanation
 
-    return Explanation(
-        **{k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in fields.items()}
-    )
+    values = {
+        key: value.detach() if isinstance(value, torch.Tensor) and value.requires_grad else value
+        for key, value in fields.items()
+        if value is not None
+    }
+    explanation = Explanation()
+    # PyG's constructor sets one field at a time, each through Data.__setattr__, a property lookup
+    # and the storage's attribute-cache invalidation (about 30 us for our dozen fields, a tenth of
+    # the fixed cost of a call on a small graph); on a new, empty store each of those ends in
+    # ``_mapping[key] = value``. So the store is filled at once when it has exactly that layout,
+    # else field by field as the constructor does (tests check that both give the same object).
+    mapping = getattr(explanation.__dict__.get("_store"), "__dict__", {}).get("_mapping")
+    if type(mapping) is dict and not mapping and not any(key[:1] == "_" for key in values):
+        mapping.update(values)
+        return explanation
+    for key, value in values.items():
+        setattr(explanation, key, value)
+    return explanation
 
 
 def _forward_weights(
@@ -609,8 +694,7 @@ def _forward_weights(
     groups: torch.Tensor,
     count: int,
     targets: torch.Tensor,
-    head: str | None,
-    model: nn.Module,
+    head: nn.Module | None,
 ) -> torch.Tensor | None:
     """``W_c / N_g`` (B, C) when ``logits = head(mean_pool(activation))`` holds on this call.
 
@@ -619,18 +703,17 @@ def _forward_weights(
     """
     if head is None or head_input is None or head_output is None:
         return None
-    module = model.get_submodule(head)
-    if not isinstance(module, nn.Linear) or head_input.shape != (count, activation.shape[1]):
+    if not isinstance(head, nn.Linear) or head_input.shape != (count, activation.shape[1]):
         return None
-    with torch.no_grad():
-        pooled = _mean_pool(activation.detach(), groups, count)
+    with torch.no_grad():  # nothing here is recorded, so nothing needs a detach
+        sizes = _group_sizes(groups, count, activation.dtype)  # (B,)
+        pooled = _mean_pool(activation, groups, count, sizes)  # (B, C)
         scale = pooled.abs().max().clamp_min(1e-12)
-        if float((pooled - head_input.detach()).abs().max()) > _HEAD_RTOL * float(scale):
+        if float((pooled - head_input).abs().max()) > _HEAD_RTOL * float(scale):
             return None
         if head_output.shape != logits.shape or not torch.equal(head_output, logits):
             return None
-        sizes = torch.bincount(groups, minlength=count).clamp_min(1).to(activation.dtype)
-        return module.weight.detach()[targets].to(activation.dtype) / sizes[:, None]
+        return head.weight[targets].to(activation.dtype) / sizes.unsqueeze(1)
 
 
 def connected_subgraph(
