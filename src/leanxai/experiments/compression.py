@@ -30,12 +30,16 @@ from leanxai.zoo.train import accuracy
 
 __all__ = [
     "DENSE_HIDDEN",
+    "REAL_SETTINGS",
     "SETTINGS",
+    "LogitsOf",
     "Setting",
     "accuracy",
     "dense_net",
     "dense_split",
+    "load_real_setting",
     "load_setting",
+    "real_model",
     "train_dense",
 ]
 
@@ -238,3 +242,105 @@ def load_setting(
         x_test, y_test = x_test[:held_out], y_test[:held_out]
     model.eval()
     return Setting(name, seed, model, x_train[order], x_test, y_test, dict(metadata))
+
+
+# -- Real architectures (issue 22) ----------------------------------------------------------------
+
+REAL_SETTINGS: tuple[str, ...] = ("resnet", "mobilenet")
+"""Names :func:`load_real_setting` accepts: small transformers ResNet and MobileNetV2 configs."""
+
+_REAL_SIZE = 32
+_REAL_N_TRAIN = 2000
+_REAL_N_HELD_OUT = 500
+_REAL_EPOCHS = 6
+_REAL_RECIPE = "real-v1"
+
+
+class LogitsOf(nn.Module):
+    """A transformers image classifier that returns its logits tensor (for training loops)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, K)
+        logits: torch.Tensor = self.model(pixel_values=x).logits
+        return logits
+
+
+def real_model(name: str, classes: int) -> LogitsOf:
+    """An untrained small transformers config: ``"resnet"`` (ResNet basic blocks, depths
+    1-1-1-1, widths 16-128) or ``"mobilenet"`` (MobileNetV2, depth multiplier 0.35)."""
+    import transformers
+
+    validate.choice("name", name, REAL_SETTINGS)
+    if name == "resnet":
+        config = transformers.ResNetConfig(
+            num_labels=classes,
+            embedding_size=16,
+            hidden_sizes=[16, 32, 64, 128],
+            depths=[1, 1, 1, 1],
+            layer_type="basic",
+        )
+        return LogitsOf(transformers.ResNetForImageClassification(config))
+    config = transformers.MobileNetV2Config(
+        num_labels=classes, image_size=_REAL_SIZE, depth_multiplier=0.35
+    )
+    return LogitsOf(transformers.MobileNetV2ForImageClassification(config))
+
+
+def load_real_setting(
+    name: str,
+    seed: int = 0,
+    *,
+    calibration: int = 256,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Setting:
+    """A small transformers ResNet or MobileNetV2 trained on the shapes data (32x32, cached).
+
+    Trained with :func:`~leanxai.zoo.train.fit_classifier` (Adam, one-cycle, flips and
+    rotations) on 2,000 shapes of ``seed``; held out: 500 shapes of ``seed + 1,000,003``.
+    """
+    from leanxai.data.shapes import make_shapes
+    from leanxai.zoo.train import HELD_OUT_SEED_OFFSET, fit_classifier, load_cached
+
+    seed = validate.non_negative_int("seed", seed)
+    train_data = make_shapes(_REAL_N_TRAIN, size=_REAL_SIZE, seed=seed)
+    test_data = make_shapes(_REAL_N_HELD_OUT, size=_REAL_SIZE, seed=seed + HELD_OUT_SEED_OFFSET)
+    classes = int(train_data.labels.max()) + 1
+
+    def train() -> tuple[nn.Module, dict[str, Any]]:
+        torch.manual_seed(seed)
+        model = real_model(name, classes)
+        fit_classifier(
+            model,
+            train_data.images,
+            train_data.labels,
+            epochs=_REAL_EPOCHS,
+            seed=seed,
+            flip_and_rotate=True,
+        )
+        model.eval()
+        return model, {
+            "seed": seed,
+            "held_out_accuracy": accuracy(model, test_data.images, test_data.labels),
+        }
+
+    model, metadata = load_cached(
+        f"{name}_shapes_seed{seed}",
+        lambda: real_model(name, classes),
+        train,
+        _REAL_RECIPE,
+        cache_dir=cache_dir,
+    )
+    order = torch.randperm(_REAL_N_TRAIN, generator=torch.Generator().manual_seed(seed))
+    model.eval()
+    return Setting(
+        name,
+        seed,
+        model,
+        train_data.images[order[:calibration]],
+        test_data.images,
+        test_data.labels,
+        dict(metadata),
+    )
