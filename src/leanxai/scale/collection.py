@@ -100,9 +100,10 @@ def explain_collection(
     size: tuple[int, int] | None = None,
     overlays: bool = False,
     overwrite: bool = False,
-    shard_rows: int = 4096,
+    shard_rows: int = 1024,
     shard_seconds: float = 60.0,
     device: str | None = None,
+    threads: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CollectionResult:
     """Explain every image of a collection into Parquet shards and ``summary.csv``.
@@ -143,10 +144,15 @@ def explain_collection(
     shard_rows, shard_seconds : int, float
         A shard is written when this many rows are ready, or this long after the last one, and
         at the end (also when the run is interrupted): rows not in a shard are explained again
-        by a resumed run, rows in one never are.
+        by a resumed run, rows in one never are. The rows waiting for their shard are the
+        driver's only memory that grows with the work done (about 40 KB each as Arrow tables of
+        one unit), so ``shard_rows`` bounds it.
     device : str, optional
         Local engine: ``"cpu"`` or ``"cuda"`` (default: CUDA when available). Ray: the actor's
         assigned GPU, else the CPU.
+    threads : int, optional
+        torch threads of each explaining process (Ray: per actor, default its CPU share; local:
+        default torch's own). On a machine shared with other jobs one thread is often fastest.
     progress : callable, optional
         Called with the number of inputs finished after each unit arrives.
 
@@ -174,6 +180,8 @@ def explain_collection(
     shard_rows = validate.positive_int("shard_rows", shard_rows)
     if workers is not None:
         workers = validate.positive_int("workers", workers)
+    if threads is not None:
+        threads = validate.positive_int("threads", threads)
     if engine == "local" and (address is not None or (workers is not None and workers > 1)):
         raise InputError(
             "address and workers > 1 apply to engine='ray'; the local engine is one process"
@@ -214,13 +222,13 @@ def explain_collection(
     try:
         if engine == "local":
             used = 1
-            _run_local(listing.units, settings, done, committer, device)
+            _run_local(listing.units, settings, done, committer, device, threads)
         else:
-            used = _run_ray(listing.units, settings, done, committer, address, workers)
+            used = _run_ray(listing.units, settings, done, committer, address, workers, threads)
     finally:
         committer.flush()  # what is complete is written, also when the run is interrupted
         store.remove_temporaries()
-    summary, counts = store.write_summary(listing.files, listing.problems)
+    summary, counts, failed = store.write_summary(listing.files, listing.problems)
     if counts["missing"]:
         # Every unit's rows are committed whole or not at all, and each unit was run: an input
         # without a row is a lost row, a bug, not a bad input.
@@ -228,7 +236,6 @@ def explain_collection(
             f"{counts['missing']} of {len(listing.files)} inputs have no row in {store.shard_dir}; "
             "rerun with the same arguments to finish them"
         )
-    failed = list(listing.problems) + store.failed(listing.files)
     return CollectionResult(
         out=store.out,
         summary=summary,
@@ -272,9 +279,9 @@ class _Committer:
 
         if table.num_rows == 0:
             return
-        for group in np.unique(table.column("group").to_numpy()):
-            group = int(group)
-            part = table.filter(pc.equal(table.column("group"), group))
+        groups = np.unique(table.column("group").to_numpy())
+        for group in map(int, groups):
+            part = table if len(groups) == 1 else table.filter(pc.equal(table["group"], group))
             if group in self.seen:
                 logger.warning("unit %d arrived twice; its second copy is dropped", group)
                 continue
@@ -304,7 +311,12 @@ class _Committer:
 
 
 def _run_local(
-    units: list[str], settings: Any, done: np.ndarray, committer: _Committer, device: str | None
+    units: list[str],
+    settings: Any,
+    done: np.ndarray,
+    committer: _Committer,
+    device: str | None,
+    threads: int | None,
 ) -> None:
     import torch
 
@@ -315,9 +327,13 @@ def _run_local(
         return
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    explainer = UnitExplainer(settings, device=device)
-    for unit in units:
-        committer.add(explainer.explain_unit(read_unit(unit, done)))
+    before = torch.get_num_threads()
+    try:  # the caller's thread setting is theirs: restored after the run
+        explainer = UnitExplainer(settings, threads=threads, device=device)
+        for unit in units:
+            committer.add(explainer.explain_unit(read_unit(unit, done)))
+    finally:
+        torch.set_num_threads(before)
 
 
 # -- Ray -------------------------------------------------------------------------------------------
@@ -353,6 +369,7 @@ def _run_ray(
     committer: _Committer,
     address: str | None,
     workers: int | None,
+    threads: int | None,
 ) -> int:
     ray = _import_ray()
     from leanxai.scale.read import read_batch
@@ -369,7 +386,7 @@ def _run_ray(
         cpus = float(resources.get("CPU", 1.0))
         gpus = float(resources.get("GPU", 0.0))
         count = workers or max(1, int(cpus) - 1)
-        share, threads = actor_share(cpus, count)
+        share, default_threads = actor_share(cpus, count)
         if not units:
             return count
         dataset = ray.data.from_items(
@@ -385,7 +402,7 @@ def _run_ray(
         )
         dataset = dataset.map_batches(
             UnitExplainer,
-            fn_constructor_args=(settings, threads),
+            fn_constructor_args=(settings, threads or default_threads),
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=count),

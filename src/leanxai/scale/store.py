@@ -172,37 +172,37 @@ class Store:
 
     def write_summary(
         self, files: list[str], problems: list[tuple[str, str]]
-    ) -> tuple[Path, dict[str, int]]:
+    ) -> tuple[Path, dict[str, int], list[tuple[str, str]]]:
         """Write ``summary.csv``: ``problems``, then the latest row of each of ``files``.
 
-        Returns the path and counts ``{"ok", "skipped", "missing"}`` (``missing``: listed inputs
-        without a row, which a correct run never leaves).
+        Rows stream from the shards to the file (atomically), never all in memory. Returns the
+        path, counts ``{"ok", "skipped", "missing"}`` (``missing``: listed inputs without a row,
+        which a correct run never leaves) and ``(file, reason)`` of the skipped inputs.
         """
         wanted = {file: k for k, file in enumerate(files)}
         counts = {"ok": 0, "skipped": len(problems), "missing": 0}
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, restval="")
-        writer.writeheader()
-        for file, reason in problems:
-            writer.writerow({"file": file, "status": f"skipped: {reason}"})
+        failed = list(problems)
         found = np.zeros(len(files), dtype=bool)
-        for shard, row in latest_rows(self.out, wanted=wanted):
-            found[wanted[row["file"]]] = True
-            ok = row["status"] == "ok"
-            counts["ok" if ok else "skipped"] += 1
-            writer.writerow(_summary_row(row, shard, self.shard_dir.parent))
-        counts["missing"] = int((~found).sum())
-        path = atomic_write_text(self.out / "summary.csv", buffer.getvalue(), overwrite=True)
-        return path, counts
 
-    def failed(self, files: list[str]) -> list[tuple[str, str]]:
-        """``(file, reason)`` of the inputs among ``files`` whose latest row is skipped."""
-        wanted = {file: k for k, file in enumerate(files)}
-        return [
-            (row["file"], row["error"] or "")
-            for _, row in latest_rows(self.out, wanted=wanted, columns=("file", "status", "error"))
-            if row["status"] != "ok"
-        ]
+        def write(handle: Any) -> None:
+            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+            writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, restval="")
+            writer.writeheader()
+            for file, reason in problems:
+                writer.writerow({"file": file, "status": f"skipped: {reason}"})
+            for shard, row in latest_rows(self.out, wanted=wanted):
+                found[wanted[row["file"]]] = True
+                ok = row["status"] == "ok"
+                counts["ok" if ok else "skipped"] += 1
+                if not ok:
+                    failed.append((row["file"], row["error"] or ""))
+                writer.writerow(_summary_row(row, shard, self.shard_dir.parent))
+            text.flush()
+            text.detach()  # the handle is atomic_write's to close
+
+        path = atomic_write(self.out / "summary.csv", write, overwrite=True)
+        counts["missing"] = int((~found).sum())
+        return path, counts, failed
 
 
 def _summary_row(row: dict[str, Any], shard: Path, root: Path) -> dict[str, Any]:
@@ -234,6 +234,8 @@ def _read(shard: Path, columns: list[str] | None = None) -> Any:
             "explain its inputs again"
         ) from error
 
+
+_ROWS_AT_ONCE = 1024  # rows of a shard turned into Python objects at a time
 
 _ROW_COLUMNS = (
     "file",
@@ -302,19 +304,33 @@ def latest_rows(
             continue
         table = _read(shard, read_columns)
         shape = _cam_shape(table.schema) if with_cam else None
-        rows = table.to_pylist()
-        del table
-        for row, kept in zip(rows, mask, strict=True):
-            if not kept or (wanted is not None and row["file"] not in wanted):
-                continue
-            if with_cam:
-                cam, scale = row.pop("cam"), row.pop("cam_scale")
-                row["cam"] = (
-                    None
-                    if cam is None
-                    else (np.asarray(cam, dtype=np.float32) * np.float32(scale)).reshape(shape)
-                )
-            yield shard, row
+        offset = 0
+        for batch in table.to_batches(max_chunksize=_ROWS_AT_ONCE):
+            rows = batch.to_pylist()
+            kept_rows = mask[offset : offset + len(rows)]
+            offset += len(rows)
+            yield from _kept(shard, rows, kept_rows, wanted, shape)
+
+
+def _kept(
+    shard: Path,
+    rows: list[dict[str, Any]],
+    mask: np.ndarray,
+    wanted: dict[str, int] | None,
+    shape: tuple[int, int] | None,
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    with_cam = shape is not None
+    for row, kept in zip(rows, mask, strict=True):
+        if not kept or (wanted is not None and row["file"] not in wanted):
+            continue
+        if with_cam:
+            cam, scale = row.pop("cam"), row.pop("cam_scale")
+            row["cam"] = (
+                None
+                if cam is None
+                else (np.asarray(cam, dtype=np.float32) * np.float32(scale)).reshape(shape)
+            )
+        yield shard, row
 
 
 def _digest(name: str) -> int:
