@@ -129,7 +129,7 @@ def test_cli_text_file_skips_bad_lines_and_truncates(tmp_path, model_dir):
     assert f"truncated {reviews}:4: truncated to the model's maximum of 24" in result.stderr
     rows = list(csv.DictReader((out / "tokens.csv").open(encoding="utf-8")))
     assert {r["source"] for r in rows} == {f"{reviews}:{n}" for n in (1, 3, 4)}
-    assert rows[0]["token"] == "the" and rows[0]["method"] == "gradient_x_input"
+    assert rows[0]["token"] == "the" and rows[0]["method"] == "grad_rollout"
     page = (out / "tokens.html").read_text(encoding="utf-8")
     assert "not" in page and "legend" in page
 

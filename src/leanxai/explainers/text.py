@@ -899,4 +899,4 @@ class Occlusion(_TextExplainer):
         return scores, logits, index, {}
 
 
-registry.set_default("text", "gradient_x_input")
+registry.set_default("text", "grad_rollout")
