@@ -502,9 +502,12 @@ class GraphGradCAM:
             )
         prediction = logits.detach()
         targets = resolve_target(target, prediction)
-        score = logits.gather(1, targets.unsqueeze(1)).sum()
-        groups = graph.batch_vector()
         count = graph.num_graphs
+        if count == 1:  # the same one-hot gradient as the gather below, in fewer operations
+            score = logits[0, int(targets[0])]
+        else:
+            score = logits.gather(1, targets.unsqueeze(1)).sum()
+        groups = graph.batch_vector()
         forward_weights = None
         if self.path != "autograd":
             forward_weights = _forward_weights(
