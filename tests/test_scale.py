@@ -255,6 +255,19 @@ def test_resume_rules(tmp_path: Path, collection: Path, weights: Path) -> None:
         explain_collection(source, SPEC, tmp_path / "plain", **args)
 
 
+def test_resume_keys_ending_in_nul_bytes() -> None:
+    from leanxai.scale.read import KEY_BYTES, _contains, content_key
+
+    sha = "0" * 64
+    names = (f"f{k}" for k in range(100_000))
+    name = next(n for n in names if content_key(n, sha).endswith(b"\0"))
+    done = np.unique(
+        np.array([content_key(name, sha), content_key("x", sha)], dtype=f"S{KEY_BYTES}")
+    )
+    assert _contains(done, content_key(name, sha))  # numpy's S dtype strips trailing NULs
+    assert not _contains(done, content_key("y", sha))
+
+
 def test_actor_share_leaves_cpu_for_reads() -> None:
     assert actor_share(2, 2) == (0.75, 1)
     assert actor_share(2, 1) == (1.0, 2)
