@@ -25,14 +25,20 @@ number) and per item (for the paired tests); the same for the node mask (node ma
 directed edges), node features untouched. Times: every method runs on the same item in turn,
 items in sequence, one thread, after a warm-up; the median per item of the thread's CPU time
 (and of the wall time) is reported, and the speedup is the ratio of the CPU medians (the machine
-is shared: wall time of a few-ms call mostly measures the other jobs). Paired tests (:func:`leanxai.evaluate.stats.paired_test`): ours against
-each method on per-item edge and node AUROC.
+is shared: wall time of a few-ms call mostly measures the other jobs). Paired tests
+(:func:`leanxai.evaluate.stats.paired_test`): ours against each method on per-item edge and node
+AUROC.
 
-    OMP_NUM_THREADS=1 python benchmarks/graphs.py            # ~5-8 min on one CPU thread
-    OMP_NUM_THREADS=1 python benchmarks/graphs.py --quick    # 8 items per data set
+    OMP_NUM_THREADS=1 python benchmarks/graphs.py              # ~5-8 min on one CPU thread
+    OMP_NUM_THREADS=1 python benchmarks/graphs.py --quick      # 8 items per data set
+    OMP_NUM_THREADS=1 python benchmarks/graphs.py --cost-only  # times only, ~1 min
 
 Output: ``benchmarks/results/graphs.csv``, ``benchmarks/results/graphs_tests.csv`` and
-``benchmarks/results/graphs.md`` (the tables in README.md).
+``benchmarks/results/graphs.md`` (the tables in README.md). ``--cost-only`` times ours (one item
+per call, and all items in one call), GNNExplainer and CaptumExplainer IG the same way on the same
+items, with no metrics and no PGExplainer (its training alone takes minutes), and writes
+``benchmarks/results/graphs_cost.csv`` and ``graphs_cost.md``, leaving the full run's files alone:
+a second measurement of the cost columns.
 """
 
 from __future__ import annotations
@@ -168,11 +174,9 @@ def _train_pg(model, level: str, items: list[Any], epochs: int = 30) -> tuple[An
     return explainer, time.perf_counter() - start
 
 
-def run_dataset(name: str, quick: bool, generator: torch.Generator) -> dict[str, Any]:
-    from torch_geometric.data import Batch
-    from torch_geometric.explain import CaptumExplainer, GNNExplainer
-    from torch_geometric.explain.algorithm import DummyExplainer
-
+def _items(name: str, quick: bool) -> tuple[Any, dict[str, Any], str, list[dict[str, Any]], list]:
+    """The model, its metadata, the task level, the explained items and PGExplainer's training
+    items of data set ``name`` (seed 0)."""
     if name == "ba_shapes":
         from leanxai.data.graphs import ba_shapes
 
@@ -227,7 +231,15 @@ def run_dataset(name: str, quick: bool, generator: torch.Generator) -> dict[str,
             (g.x, g.edge_index, g.y, None, {"batch": torch.zeros(g.num_nodes, dtype=torch.long)})
             for g in train[: 20 if quick else 100]
         ]
+    return model, meta, level, items, pg_items
 
+
+def run_dataset(name: str, quick: bool, generator: torch.Generator) -> dict[str, Any]:
+    from torch_geometric.data import Batch
+    from torch_geometric.explain import CaptumExplainer, GNNExplainer
+    from torch_geometric.explain.algorithm import DummyExplainer
+
+    model, meta, level, items, pg_items = _items(name, quick)
     ours = GraphGradCAM(model)
     gnn = _pyg_explainer(
         model,
@@ -469,12 +481,126 @@ def write(results: list[dict[str, Any]], quick: bool) -> str:
     return text
 
 
+COST_METHODS = ("ours", "gnnexplainer", "captum_ig")
+
+
+def cost_dataset(name: str, quick: bool) -> list[dict[str, Any]]:
+    """CPU and wall ms per explanation of ours, GNNExplainer and CaptumExplainer IG, as
+    :func:`run_dataset` times them (each item in turn by every method, after a warm-up), and of
+    ours with all items in one call; no masks are scored."""
+    from torch_geometric.data import Batch
+    from torch_geometric.explain import CaptumExplainer, GNNExplainer
+
+    model, _, level, items, _ = _items(name, quick)
+    ours = GraphGradCAM(model)
+    explainers = {
+        "gnnexplainer": _pyg_explainer(
+            model,
+            GNNExplainer(),
+            level,
+            explanation_type="model",
+            node_mask_type="object",
+            edge_mask_type="object",
+        ),
+        "captum_ig": _pyg_explainer(
+            model,
+            CaptumExplainer("IntegratedGradients"),
+            level,
+            explanation_type="model",
+            node_mask_type="attributes",
+            edge_mask_type="object",
+        ),
+    }
+
+    def run(method: str, item: dict[str, Any]) -> Any:
+        data, index = item["data"], item["index"]
+        if method == "ours":
+            return ours.explain(data, index=index)
+        return explainers[method](data.x, data.edge_index, index=index, **item["kwargs"])
+
+    for method in COST_METHODS:
+        run(method, items[0])
+    times: dict[str, dict[str, list[float]]] = {m: {"ms": [], "cpu": []} for m in COST_METHODS}
+    for number, item in enumerate(items):
+        for method in COST_METHODS:
+            _, ms, cpu = _time(lambda: run(method, item))  # noqa: B023
+            times[method]["ms"].append(ms)
+            times[method]["cpu"].append(cpu)
+        print(f"{name}: {number + 1}/{len(items)}", flush=True)
+    if level == "node":
+        _, batched_ms, batched_cpu = _time(
+            lambda: ours.explain(items[0]["data"], index=[it["index"] for it in items])
+        )
+    else:
+        batch = Batch.from_data_list([it["data"] for it in items])
+        _, batched_ms, batched_cpu = _time(lambda: ours.explain(batch))
+    ours_cpu = statistics.median(times["ours"]["cpu"])
+    rows = [
+        {
+            "dataset": name,
+            "method": method,
+            "items": len(items),
+            "ms_per_item": statistics.median(times[method]["ms"]),
+            "cpu_ms_per_item": statistics.median(times[method]["cpu"]),
+            "cpu_ratio_to_ours": statistics.median(times[method]["cpu"]) / ours_cpu,
+        }
+        for method in COST_METHODS
+    ]
+    rows.append(
+        {
+            "dataset": name,
+            "method": "ours_batched",
+            "items": len(items),
+            "ms_per_item": batched_ms / len(items),
+            "cpu_ms_per_item": batched_cpu / len(items),
+            "cpu_ratio_to_ours": batched_cpu / len(items) / ours_cpu,
+        }
+    )
+    return rows
+
+
+def write_cost(rows: list[dict[str, Any]], quick: bool) -> str:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if quick else ""
+    with open(RESULTS / f"graphs_cost{suffix}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "| data set | method | CPU ms per explanation | wall ms | ours faster by (CPU) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        speed = row["cpu_ratio_to_ours"]
+        lines.append(
+            f"| {row['dataset']} | {LABELS[row['method']]} | {row['cpu_ms_per_item']:.2f} | "
+            f"{row['ms_per_item']:.2f} | "
+            f"{'—' if row['method'].startswith('ours') else _ratio(speed)} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"graphs_cost{suffix}.md").write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 items per data set")
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="time ours, GNNExplainer and CaptumExplainer IG only (graphs_cost.*)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
+    if args.cost_only:
+        start = time.perf_counter()
+        rows = [
+            row for name in ("ba_shapes", "ba_2motifs") for row in cost_dataset(name, args.quick)
+        ]
+        print(write_cost(rows, args.quick))
+        print(f"total {time.perf_counter() - start:.0f} s")
+        return
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     results = [run_dataset(name, args.quick, generator) for name in ("ba_shapes", "ba_2motifs")]
