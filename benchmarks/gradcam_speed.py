@@ -1,7 +1,11 @@
 """End-to-end cost of leanxai Grad-CAM against plain inference and Captum's LayerGradCam.
 
-For each model and batch size, three callables run alternately in one process (the order rotates
-every round, after warm-up), and the script reports the median time of each and the ratios:
+For each model and batch size, four callables run alternately in one process (the order rotates
+every round, after warm-up), and the script reports the median time of each and the ratios. Each
+call is timed twice: CPU time of the process (``time.process_time``: what the call computed, little
+moved by other jobs on a shared machine; the headline numbers) and wall-clock time
+(``time.perf_counter``, the ``*_wall`` fields). Run it with ``OMP_NUM_THREADS=1`` to compare like
+with like: with more threads, CPU time also counts the threads' spinning.
 
 - ``inference``: ``model(x)`` under ``torch.no_grad()`` and the argmax;
 - ``leanxai``: ``GradCAM(model).explain(x)``: logits, predicted class, the map at the target layer,
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -69,12 +74,12 @@ def build(name: str) -> tuple[nn.Module, int]:
     raise ValueError(f"unknown model {name!r}")
 
 
-def runners(model: nn.Module, inputs: torch.Tensor) -> dict[str, Callable[[], Any]]:
+def runners(model: nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
     from captum.attr import LayerAttribution, LayerGradCam
 
     explainer = GradCAM(model)
     explanation = explainer.explain(inputs)  # finds the layer, verifies the path
-    layer = model.get_submodule(explanation.layer)
+    layer = model.get_submodule(str(explanation.layer))
     target = explanation.target.clone()
     size = inputs.shape[2:]
 
@@ -118,8 +123,8 @@ def runners(model: nn.Module, inputs: torch.Tensor) -> dict[str, Callable[[], An
 
 def time_alternately(
     calls: dict[str, Callable[[], Any]], repeats: int, budget: float
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-call medians, and medians of the per-round ratios to inference.
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per-call medians, and medians of the per-round ratios, for ``"cpu"`` and ``"wall"`` time.
 
     Every round calls each method once, in a rotating order, so slow drifts of the machine hit
     all methods alike; the ratio is taken within each round (paired) and its median reported.
@@ -133,27 +138,37 @@ def time_alternately(
     calls["leanxai"]()
     once = time.perf_counter() - start
     rounds = max(repeats, min(2000, int(budget / (len(names) * max(once, 1e-6)))))
-    times: dict[str, list[float]] = {name: [] for name in names}
+    clocks = {"cpu": time.process_time, "wall": time.perf_counter}
+    times: dict[str, dict[str, list[float]]] = {c: {n: [] for n in names} for c in clocks}
+    cpu, wall = times["cpu"], times["wall"]
     for round_ in range(rounds):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             call = calls[name]
-            start = time.perf_counter()
+            start_cpu, start_wall = time.process_time(), time.perf_counter()
             call()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    ratios = {
-        name: statistics.median(
-            t / base for t, base in zip(times[name], times["inference"], strict=True)
-        )
-        for name in names
+            wall[name].append(time.perf_counter() - start_wall)
+            cpu[name].append(time.process_time() - start_cpu)
+    medians = {
+        clock: {name: statistics.median(values) for name, values in per_name.items()}
+        for clock, per_name in times.items()
     }
-    for name in ("captum", "captum_e2e"):
-        ratios[f"{name}_over_leanxai"] = statistics.median(
-            c / ours for c, ours in zip(times[name], times["leanxai"], strict=True)
-        )
-    ratios["rounds"] = rounds
+    ratios: dict[str, dict[str, float]] = {}
+    for clock, per_name in times.items():
+        ratios[clock] = {
+            name: _median_ratio(per_name[name], per_name["inference"]) for name in names
+        }
+        for name in ("captum", "captum_e2e"):
+            ratios[clock][f"{name}_over_leanxai"] = _median_ratio(
+                per_name[name], per_name["leanxai"]
+            )
+        ratios[clock]["rounds"] = rounds
     return medians, ratios
+
+
+def _median_ratio(times: list[float], bases: list[float]) -> float:
+    """Median of the per-round ratios; rounds whose base read 0 (a coarse clock) are skipped."""
+    return statistics.median(t / base for t, base in zip(times, bases, strict=True) if base > 0)
 
 
 def memory_child(model_name: str, batch: int, method: str) -> None:
@@ -178,7 +193,7 @@ def memory_child(model_name: str, batch: int, method: str) -> None:
     else:
         from captum.attr import LayerAttribution, LayerGradCam
 
-        layer = model.get_submodule(GradCAM(model).explain(inputs[:1]).layer)
+        layer = model.get_submodule(str(GradCAM(model).explain(inputs[:1]).layer))
         captum = LayerGradCam(lambda x: logits_of(model(x)), layer)
         before = _current_rss_kb()
 
@@ -234,24 +249,31 @@ def main() -> None:
     batches = args.batches or ([1] if args.quick else list(BATCHES))
     repeats = args.repeats or (5 if args.quick else 15)
     budget = 2.0 if args.quick else 20.0
+    load_before = os.getloadavg()
     rows = []
     for name in args.models:
         model, side = build(name)
         for batch in batches:
             inputs = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
             calls = runners(model, inputs)
-            median, ratio = time_alternately(calls, repeats, budget)
+            medians, ratios = time_alternately(calls, repeats, budget)
+            ratio, wall = ratios["cpu"], ratios["wall"]
             row: dict[str, Any] = {
                 "model": name,
                 "batch": batch,
                 "input": side,
                 "path": calls["path"],
-                "seconds": median,
+                # CPU time (process_time) unless the name says wall.
+                "seconds": medians["cpu"],
+                "seconds_wall": medians["wall"],
                 "rounds": ratio["rounds"],
                 "leanxai_over_inference": ratio["leanxai"],
                 "captum_over_inference": ratio["captum"],
                 "captum_over_leanxai": ratio["captum_over_leanxai"],
                 "captum_e2e_over_leanxai": ratio["captum_e2e_over_leanxai"],
+                "leanxai_over_inference_wall": wall["leanxai"],
+                "captum_over_leanxai_wall": wall["captum_over_leanxai"],
+                "captum_e2e_over_leanxai_wall": wall["captum_e2e_over_leanxai"],
             }
             if not args.no_memory:
                 memory = {m: measure_memory(name, batch, m) for m in MEMORY_METHODS}
@@ -298,7 +320,12 @@ def main() -> None:
                     "processor": platform.processor(),
                     "torch": torch.__version__,
                     "threads": torch.get_num_threads(),
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                    "cpus": os.cpu_count(),
+                    # 1-minute load averages before and after: other jobs on the machine.
+                    "load_average": [load_before[0], os.getloadavg()[0]],
                 },
+                "clocks": "seconds and ratios: CPU time (time.process_time); *_wall: perf_counter",
                 "repeats": repeats,
                 "rows": rows,
                 "summary": summary,
@@ -313,11 +340,11 @@ def main() -> None:
 
 
 def markdown_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-    """The README table: times in ms (median), ratios, and peak RSS ratios when measured."""
+    """The README table: CPU ms (median), CPU-time ratios, the wall-clock ratio, peak RSS ratios."""
     memory = "peak_rss_mb" in rows[0]
     head = "| model | batch | path | inference ms | leanxai ms | captum ms | leanxai / inference "
-    head += "| captum / leanxai | captum end-to-end / leanxai |"
-    rule = "|---|---:|---|---:|---:|---:|---:|---:|---:|"
+    head += "| leanxai / inference (wall) | captum / leanxai | captum end-to-end / leanxai |"
+    rule = "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     if memory:
         head += " peak RSS leanxai / inference | peak RSS captum / inference |"
         rule += "---:|---:|"
@@ -327,7 +354,8 @@ def markdown_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         line = (
             f"| {row['model']} | {row['batch']} | {row['path']} | {s['inference'] * 1e3:.1f} "
             f"| {s['leanxai'] * 1e3:.1f} | {s['captum'] * 1e3:.1f} "
-            f"| {row['leanxai_over_inference']:.3f} | {row['captum_over_leanxai']:.2f} "
+            f"| {row['leanxai_over_inference']:.3f} | {row['leanxai_over_inference_wall']:.3f} "
+            f"| {row['captum_over_leanxai']:.2f} "
             f"| {row['captum_e2e_over_leanxai']:.2f} |"
         )
         if memory:
@@ -335,6 +363,10 @@ def markdown_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             line += f" {rss[0]:.3f} | {rss[1]:.3f} |"
         lines.append(line)
     lines.append("")
+    lines.append(
+        "Times and ratios are CPU time (`time.process_time`) except the column marked wall "
+        "(`time.perf_counter`)."
+    )
     lines.append(
         f"Geometric mean of captum / leanxai: {summary['geomean_captum_over_leanxai']:.2f} "
         f"(minimum {summary['min_captum_over_leanxai']:.2f}); end to end "
@@ -349,7 +381,9 @@ def _format_row(row: dict[str, Any]) -> str:
     text = (
         f"{row['model']:>12} b={row['batch']:<2} {row['path']:>8}  "
         f"infer {s['inference'] * 1e3:8.1f} ms  leanxai {s['leanxai'] * 1e3:8.1f} ms "
-        f"({row['leanxai_over_inference']:.3f}x)  captum {s['captum'] * 1e3:8.1f} ms "
+        f"({row['leanxai_over_inference']:.3f}x cpu, "
+        f"{row['leanxai_over_inference_wall']:.3f}x wall)"
+        f"  captum {s['captum'] * 1e3:8.1f} ms "
         f"({row['captum_over_inference']:.3f}x)  captum/leanxai {row['captum_over_leanxai']:.2f}"
         f"  e2e {row['captum_e2e_over_leanxai']:.2f}"
     )

@@ -510,3 +510,137 @@ def test_explanation_has_one_map_per_input():
 
     with pytest.raises(LayerError, match="1 maps for a batch of 3"):
         GradCAM(SharedMap(), layer="conv").explain(images(3, 8))
+
+
+# -- the cheap per-call checks say what the full ones would ---------------------------------------
+
+
+def _structural_edits():
+    """Edits to a tiny CNN, each a change of its module tree (applied one after another)."""
+
+    def replace(model):
+        model.fc = nn.Linear(12, 5).double()
+
+    def add(model):
+        model.features.add_module("extra", nn.Identity())
+
+    def rename(model):
+        model.features._modules["renamed"] = model.features._modules.pop("extra")
+
+    def reorder(model):
+        model._modules["features"] = model._modules.pop("features")  # now after pool and fc
+
+    def leaf_gains_a_child(model):
+        model.features[0].add_module("inner", nn.Identity())
+
+    def deep_replace(model):
+        model.features[4] = nn.Conv2d(6, 12, 3, padding=1).double()
+
+    def swap_two(model):
+        children = model._modules
+        children["pool"], children["fc"] = children["fc"], children["pool"]
+
+    def delete(model):
+        del model.features[0]._modules["inner"]
+
+    return [replace, add, rename, reorder, leaf_gains_a_child, deep_replace, swap_two, delete]
+
+
+def test_tree_snapshot_sees_what_module_tree_sees():
+    from leanxai.core.layers import TreeSnapshot, module_tree
+
+    model = tiny_cnn()
+    snapshot = TreeSnapshot(model)
+    assert snapshot.unchanged(model) and snapshot.tree == module_tree(model)
+    assert snapshot.modules == module_tree(model)[0]
+    assert not snapshot.unchanged(tiny_cnn())  # another model with the same structure
+    with torch.no_grad():
+        model.fc.weight.add_(1)  # values are not structure
+    model.features[4] = model.features[4]  # the same module under the same name
+    assert snapshot.unchanged(model)
+    for edit in _structural_edits():
+        tree = module_tree(model)
+        edit(model)
+        assert module_tree(model) != tree, edit.__name__  # the full walk sees it ...
+        assert not snapshot.unchanged(model), edit.__name__  # ... and so does the snapshot
+        snapshot = TreeSnapshot(model)
+        assert snapshot.unchanged(model)
+
+
+@pytest.mark.parametrize("edit", _structural_edits()[:6], ids=lambda edit: edit.__name__)
+def test_every_cached_fact_is_dropped_when_the_tree_changes(edit):
+    model = tiny_cnn()
+    x = images(2, 16).double()
+    explainer = GradCAM(model)
+    assert explainer.explain(x).path == "forward"
+    facts = explainer._facts
+    assert facts is not None and facts.layer == "features" and facts.head is model.fc
+    if edit.__name__ == "rename":
+        _structural_edits()[1](model)  # "extra" must exist first
+        explainer.explain(x)
+        facts = explainer._facts
+    edit(model)
+    explanation = explainer.explain(x)
+    assert explainer._facts is not facts  # layer, head and verification learned afresh
+    assert explainer._facts.head is model.fc
+    reference = reference_gradcam(model, x, explanation.layer, explanation.target)
+    assert relative_error(explanation.cam, reference) < 1e-10
+
+
+def test_cached_facts_are_dropped_for_a_new_model():
+    x = images(2, 16).double()
+    explainer = GradCAM(tiny_cnn(seed=0))
+    explainer.explain(x)
+    facts = explainer._facts
+    explainer.model = tiny_cnn(seed=1)
+    explanation = explainer.explain(x)
+    assert explainer._facts is not facts and explainer._facts.head is explainer.model.fc
+    reference = reference_gradcam(explainer.model, x, "features", explanation.target)
+    assert relative_error(explanation.cam, reference) < 1e-10
+
+
+def test_cached_facts_are_kept_while_nothing_changes():
+    model = tiny_cnn()
+    x = images(2, 16).double()
+    explainer = GradCAM(model)
+    explainer.explain(x)
+    facts = explainer._facts
+    model.train()  # flags are not structure; they are restored after each call
+    explainer.explain(x)
+    assert explainer._facts is facts and explainer._forward_verified == {"features": True}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_path_map_is_bilinear_interpolate_exactly(batch):
+    model = tiny_cnn(dtype=torch.float32)
+    x = images(batch, 20)
+    explanation = GradCAM(model).explain(x)
+    assert explanation.path == "forward"
+    upsampled = F.interpolate(
+        explanation.cam[:, None], size=(20, 20), mode="bilinear", align_corners=False
+    )[:, 0]
+    peaks = upsampled.amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    assert torch.equal(explanation.heatmap, upsampled / peaks)
+    assert torch.equal(explanation.logits, model(x).detach())
+    assert not explanation.logits.requires_grad and not explanation.cam.requires_grad
+
+
+def test_input_checks_after_the_cheaper_sum():
+    model = tiny_cnn(dtype=torch.float32)
+    x = images(3, 16)
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(InputError, match=r"NaN or infinite values \(samples \[1\]\)"):
+        GradCAM(model).explain(x)
+    x[1, 0, 2, 2] = float("-inf")
+    with pytest.raises(InputError, match=r"samples \[1\]"):
+        GradCAM(model).explain(x)
+    # A sum that overflows though every value is finite: the full check lets it through.
+    from leanxai.core import validate
+
+    big = torch.full((2, 3, 16, 16), 60000.0, dtype=torch.float16)
+    assert torch.isinf(big.sum())
+    assert validate.images(big) is big
+    assert validate.finite("values", torch.tensor([1 + 2j, 3j])) is not None
+    with pytest.raises(InputError):
+        validate.finite("values", torch.tensor([[1 + 2j], [complex(float("nan"), 0)]]))
+    assert validate.finite("values", torch.ones(2, 3, dtype=torch.int64)) is not None

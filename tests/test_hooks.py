@@ -210,3 +210,18 @@ def test_record_outputs_keeps_the_first_input_shape():
         model(torch.rand(2, 3, 8, 8, dtype=torch.float64))
     shapes = {r.name: r.input_shape for r in seen}
     assert shapes["features.0"] == (2, 3, 8, 8) and shapes["fc"] == (2, 12)
+
+
+def test_captured_output_is_a_copy_outside_any_graph():
+    model = tiny_cnn()  # parameters require grad: the layer's output is part of a graph
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    with capture(model, ["features.4"]) as record:
+        model(x)
+    kept = record.outputs["features.4"]
+    assert not kept.requires_grad and kept.grad_fn is None
+    assert kept.min() < 0  # what the conv produced, before the in-place ReLU after it
+    with torch.no_grad(), capture(model, ["features.4"]) as record:
+        model(x)
+    assert not record.outputs["features.4"].requires_grad
+    assert torch.equal(record.outputs["features.4"], kept)
+    assert not model._forward_hooks and not model.features[4]._forward_hooks

@@ -115,7 +115,8 @@ def capture(
                 switched.append(torch.is_grad_enabled())
                 torch.set_grad_enabled(True)
                 return leaf.clone()
-            record.outputs[name] = output.detach().clone()
+            # detach() only for an output in a graph: a copy of one that needs no grad has none.
+            record.outputs[name] = (output.detach() if output.requires_grad else output).clone()
             return None
 
         return hook

@@ -14,6 +14,7 @@ from leanxai.core.hooks import OutputRecord, record_outputs
 __all__ = [
     "Discovery",
     "ModuleTree",
+    "TreeSnapshot",
     "discover_target_layer",
     "find_head_linear",
     "find_target_layer",
@@ -177,3 +178,38 @@ def module_tree(model: nn.Module) -> ModuleTree:
                 seen.add(id(child))
                 modules.append(child)
     return tuple(modules), tuple(names)
+
+
+class TreeSnapshot:
+    """A model's :func:`module_tree`, kept with each module's ``(name, child)`` pairs, to re-check.
+
+    :meth:`unchanged` says whether :func:`module_tree` would return the same value now, without
+    building it again: the walk is a function of the root and of each reached module's
+    ``_modules``, so when the root is the same object and every module reached last time still has
+    the same ``(name, child)`` pairs in the same order (children compared by identity), the walk
+    reaches the same modules in the same order with the same names. It is stricter than comparing
+    two trees (a child moved between two names that both still exist counts as a change), never
+    looser. The snapshot holds the modules, so no identity is reused while it is kept.
+
+    Attributes
+    ----------
+    tree
+        The :func:`module_tree` of the model when the snapshot was taken.
+    modules
+        ``tree[0]``: every module of the model, the model first, each once.
+    """
+
+    __slots__ = ("_children", "modules", "tree")
+
+    def __init__(self, model: nn.Module) -> None:
+        self.tree: ModuleTree = module_tree(model)
+        self.modules: tuple[nn.Module, ...] = self.tree[0]
+        self._children = [tuple(module._modules.items()) for module in self.modules]
+
+    def unchanged(self, model: nn.Module) -> bool:
+        """Whether ``model`` is the snapshot's model with the same module tree."""
+        modules = self.modules
+        return (
+            modules[0] is model
+            and [tuple(module._modules.items()) for module in modules] == self._children
+        )

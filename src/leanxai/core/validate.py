@@ -8,6 +8,7 @@ name the argument and the value in one line. The argument order is always ``(nam
 
 from __future__ import annotations
 
+import cmath
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -141,8 +142,9 @@ def tensor(
 def finite(name: str, value: torch.Tensor) -> torch.Tensor:
     """Refuse NaN and infinite values, naming the samples that hold them."""
     # One reduction first: a NaN or inf anywhere makes the sum non-finite. Only then (or on an
-    # overflow of the sum) look at every element.
-    if not bool(torch.isfinite(value.sum())) and not bool(torch.isfinite(value).all()):
+    # overflow of the sum) look at every element. The sum is tested as a Python number: one
+    # tensor op fewer than torch.isfinite on it (cmath: int, float and complex sums alike).
+    if not cmath.isfinite(value.sum().item()) and not bool(torch.isfinite(value).all()):
         bad = (~torch.isfinite(value)).reshape(value.shape[0], -1).any(dim=1).nonzero()[:, 0]
         raise InputError(f"{name} contain NaN or infinite values (samples {bad[:10].tolist()})")
     return value

@@ -20,6 +20,7 @@ Two exact ways to get the gradient:
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Literal
 
@@ -31,10 +32,9 @@ from leanxai.core import validate
 from leanxai.core.errors import InputError, LayerError, LayerWarning, ModelOutputError
 from leanxai.core.hooks import capture, eval_mode
 from leanxai.core.layers import (
-    ModuleTree,
+    TreeSnapshot,
     discover_target_layer,
     find_head_linear,
-    module_tree,
     resolve_layer,
 )
 from leanxai.core.models import logits_of
@@ -46,6 +46,9 @@ __all__ = ["CAMExplainer", "GradCAM", "GradCAMPlusPlus"]
 
 PathOption = Literal["auto", "forward", "autograd"]
 
+_NO_CONTEXT = contextlib.nullcontext()  # stateless: one instance serves every call
+_upsample_bilinear = torch._C._nn.upsample_bilinear2d  # what F.interpolate runs for "bilinear"
+
 
 class _StructureFacts:
     """What an explainer learned about its model's module tree; valid while the tree is equal.
@@ -55,10 +58,10 @@ class _StructureFacts:
     ``.data``, which no version counter sees) cannot make a cached fact wrong.
     """
 
-    __slots__ = ("head", "head_known", "layer", "layer_argument", "tree")
+    __slots__ = ("head", "head_known", "layer", "layer_argument", "snapshot")
 
-    def __init__(self, tree: ModuleTree) -> None:
-        self.tree = tree
+    def __init__(self, snapshot: TreeSnapshot) -> None:
+        self.snapshot = snapshot
         self.layer: str | None = None  # resolved or discovered for ``layer_argument``
         self.layer_argument: str | nn.Module | None = None
         self.head: nn.Linear | None = None
@@ -154,9 +157,12 @@ class CAMExplainer(Explainer):
             When the target layer does not give one ``(h, w)`` map per input with ``h * w > 1``.
         """
         inputs = check_images(inputs)
-        tree = module_tree(self.model)
-        facts = self._structure_facts(tree)
-        with eval_mode(self.model, self.eval_mode, modules=tree[0]):
+        facts = self._structure_facts()
+        modules = facts.snapshot.modules
+        # eval_mode restores what it changed; with every module in eval mode already (the usual
+        # case) there is nothing to change, and its context manager is skipped.
+        switch = self.eval_mode and any(module.training for module in modules)
+        with eval_mode(self.model, modules=modules) if switch else _NO_CONTEXT:
             layer, discovered_first = self._target_layer(facts, inputs)
             if discovered_first:
                 warnings.warn(
@@ -172,7 +178,7 @@ class CAMExplainer(Explainer):
             )
             with _outside_inference_mode(self.path != "forward"):
                 activations, logits = self._forward(inputs, layer, graph)
-                classes = resolve_target(target, logits.detach())
+                classes = resolve_target(target, logits)  # int64: never part of a graph
                 rows, gradients = self._gradient_source(
                     facts, inputs, layer, activations, logits, classes
                 )
@@ -181,7 +187,7 @@ class CAMExplainer(Explainer):
         return Explanation(
             heatmap=heatmap,
             target=classes,
-            logits=logits.detach(),
+            logits=logits.detach() if logits.requires_grad else logits,
             method=self.name,
             cam=cam,
             layer=layer,
@@ -190,15 +196,15 @@ class CAMExplainer(Explainer):
 
     # -- the steps ------------------------------------------------------------------------------
 
-    def _structure_facts(self, tree: ModuleTree) -> _StructureFacts:
+    def _structure_facts(self) -> _StructureFacts:
         """The cached facts when the module tree is the one they were learned on, else fresh ones.
 
-        The tree's first module is the model itself, so a new model (``explainer.model = ...``)
-        also starts afresh.
+        The snapshot's first module is the model itself, so a new model
+        (``explainer.model = ...``) also starts afresh.
         """
         facts = self._facts
-        if facts is None or facts.tree != tree:
-            facts = self._facts = _StructureFacts(tree)
+        if facts is None or not facts.snapshot.unchanged(self.model):
+            facts = self._facts = _StructureFacts(TreeSnapshot(self.model))
             self._forward_verified = {}
         return facts
 
@@ -332,10 +338,11 @@ class CAMExplainer(Explainer):
             return None
         with torch.no_grad():
             predicted = F.linear(activations.mean(dim=(2, 3)), linear.weight, linear.bias)
-            # max |predicted - logits| and max |logits| in one reduction and one sync.
-            error, scale = (
-                torch.stack((predicted.sub_(logits), logits)).abs_().flatten(1).amax(1).tolist()
-            )
+            # max |predicted - logits| and max |logits| in one reduction and one sync (the
+            # infinity norm is max |x|, exactly, and NaN when x holds one).
+            error, scale = torch.linalg.vector_norm(
+                torch.stack((predicted.sub_(logits), logits)), ord=math.inf, dim=(1, 2)
+            ).tolist()
             if not error <= 1e-4 * scale + 1e-6:  # also False for NaN
                 return None
             # The gradient of logit k is W[k] / (h * w) at every position.
@@ -348,6 +355,9 @@ class CAMExplainer(Explainer):
         gradients: torch.Tensor | None,
     ) -> torch.Tensor:
         """Channel weights ``(B, C)`` through the method's override point."""
+        if rows is not None and not activations.requires_grad:
+            # The forward path: nothing here can join a graph (the rows were read under no_grad).
+            return self.constant_gradient_weights(activations, rows)
         with torch.no_grad():
             activations = activations.detach()
             if rows is not None:
@@ -361,11 +371,19 @@ def _map(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``cam`` ``(B, h, w)`` (ReLU of the weighted sum) and ``heatmap`` ``(B, H, W)`` in [0, 1]."""
     batch, channels, height, width = activations.shape
-    flat = activations.detach().reshape(batch, channels, height * width)
-    cam = torch.bmm(weights.detach().unsqueeze(1), flat).relu_()  # (B, 1, h * w)
-    heatmap = F.interpolate(
-        cam.view(batch, 1, height, width).float(), size=size, mode="bilinear", align_corners=False
-    )  # (B, 1, H, W), >= 0: bilinear weights are convex
+    # detach() only where a graph could form (the autograd path): one op fewer per call otherwise.
+    if activations.requires_grad:
+        activations = activations.detach()
+    if weights.requires_grad:
+        weights = weights.detach()
+    flat = activations.reshape(batch, channels, height * width)
+    cam = torch.bmm(weights.unsqueeze(1), flat).relu_()  # (B, 1, h * w)
+    small = cam.view(batch, 1, height, width)
+    if small.dtype != torch.float32:
+        small = small.float()
+    # F.interpolate(small, size, mode="bilinear", align_corners=False) is this kernel behind
+    # ~40 lines of argument checks that cannot fail here: the same values, less Python per call.
+    heatmap = _upsample_bilinear(small, size, False, None)  # (B, 1, H, W), >= 0: convex weights
     return cam.view(batch, height, width), normalize_maps_(heatmap.reshape(batch, *size))
 
 
@@ -396,7 +414,7 @@ def _outside_inference_mode(leave: bool) -> contextlib.AbstractContextManager[ob
     """
     if leave and torch.is_inference_mode_enabled():
         return torch.inference_mode(False)
-    return contextlib.nullcontext()
+    return _NO_CONTEXT
 
 
 def _inference_tensor_error(model: nn.Module, inputs: torch.Tensor, layer: str) -> InputError:
