@@ -597,6 +597,7 @@ def test_all_names_exported() -> None:
         "multi_level",
         "spec_label",
         "temporal_windows",
+        "top_k",
         "top_percent",
     }
     assert all(callable(getattr(threshold, name)) for name in threshold.__all__)
