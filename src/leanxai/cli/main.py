@@ -64,7 +64,7 @@ def main(debug: bool) -> None:
     "--method",
     default="gradcam",
     show_default=True,
-    help="a method for CNNs from `leanxai methods --family cnn` (baselines are slower)",
+    help="a method of the model's family from `leanxai methods` (baselines are slower)",
 )
 @click.option(
     "--threshold",
@@ -126,9 +126,10 @@ def explain(
     its own size and aspect ratio (longest side at most --overlay-size), and NAME.npy keeps the
     heatmap at the model's input size. summary.csv records the normalisation applied.
 
-    Series: when every input ends in .npy, explain sequences with a recurrent method (issue 17;
-    see leanxai.cli.sequences). Texts: --text or .txt files of one text per line, with a text
-    classifier (issue 16; see leanxai.cli.text).
+    Series: when every input ends in .npy, the sequences are explained with a recurrent method
+    (time x feature maps). Graphs: graph.pt[:NODE,...] holds a PyG Data. Texts: --text or .txt
+    files of one text per line, with a text classifier (--model hf:DIR). Collections:
+    --engine local|ray.
     """
     if texts or (inputs and all(str(p).lower().endswith(".txt") for p in inputs)):
         from leanxai.cli.text import explain_texts  # issue 16
@@ -190,7 +191,7 @@ def explain(
         if engine is None:
             fail("--address, --workers and --overlays apply to --engine local|ray")
         if mean is not None or std is not None or normalize is not None:
-            fail("--mean, --std and --normalize do not apply to --engine yet (issue 23)")
+            fail("--mean, --std and --normalize do not apply to --engine yet; run without --engine")
         explain_collection_command(
             inputs, model_spec, weights, layer, method, threshold_spec, target, size,
             batch_size, out_dir, overwrite, engine, address, workers, overlays,
@@ -228,8 +229,8 @@ def explain(
     preprocessing = resolve_normalization(loaded, mean, std, normalize)
     model = loaded.model
     side = input_size or loaded.input_size or getattr(model, "input_size", None) or (224, 224)
-    mean = torch.tensor(loaded.mean or (0.0, 0.0, 0.0))[:, None, None]
-    std = torch.tensor(loaded.std or (1.0, 1.0, 1.0))[:, None, None]
+    shift = torch.tensor(loaded.mean or (0.0, 0.0, 0.0))[:, None, None]  # (3, 1, 1)
+    scale = torch.tensor(loaded.std or (1.0, 1.0, 1.0))[:, None, None]
     # A one-channel model (digits) reads the mean of the RGB channels, as `leanxai compress` does.
     gray = input_channels(model) == 1
     try:  # a vision transformer gets its own methods; anything else is explained as a CNN
@@ -250,7 +251,7 @@ def explain(
     def flush() -> None:
         if not pending:
             return
-        batch = (torch.stack([image for _, _, image, _ in pending]) - mean) / std  # (B, 3, H, W)
+        batch = (torch.stack([image for _, _, image, _ in pending]) - shift) / scale  # (B, 3, H, W)
         if gray:
             batch = batch.mean(1, keepdim=True)  # (B, 1, H, W)
         start = time.perf_counter()
