@@ -283,8 +283,8 @@ def explain_graphs(
             )
             done += 1
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_FIELDS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.DictWriter(buffer, fieldnames=_FIELDS, lineterminator="\n")  # type: ignore[assignment]
+    writer.writeheader()  # type: ignore[attr-defined]
     writer.writerows(rows)
     atomic_write_text(out_dir / "summary.csv", buffer.getvalue(), overwrite=overwrite)
     click.echo(

@@ -275,7 +275,7 @@ def real_model(name: str, classes: int) -> LogitsOf:
 
     validate.choice("name", name, REAL_SETTINGS)
     if name == "resnet":
-        config = transformers.ResNetConfig(
+        config = transformers.ResNetConfig(  # type: ignore[call-arg]
             num_labels=classes,
             embedding_size=16,
             hidden_sizes=[16, 32, 64, 128],
@@ -283,10 +283,10 @@ def real_model(name: str, classes: int) -> LogitsOf:
             layer_type="basic",
         )
         return LogitsOf(transformers.ResNetForImageClassification(config))
-    config = transformers.MobileNetV2Config(
+    config = transformers.MobileNetV2Config(  # type: ignore[assignment, call-arg]
         num_labels=classes, image_size=_REAL_SIZE, depth_multiplier=0.35
     )
-    return LogitsOf(transformers.MobileNetV2ForImageClassification(config))
+    return LogitsOf(transformers.MobileNetV2ForImageClassification(config))  # type: ignore[arg-type]
 
 
 def load_real_setting(

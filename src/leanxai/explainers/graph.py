@@ -71,7 +71,7 @@ _HEAD_RTOL = 1e-4
 
 
 def _is_message_passing(module: nn.Module) -> bool:
-    return _message_passing_type(type(module))
+    return _message_passing_type(type(module))  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=256)
@@ -210,7 +210,7 @@ def _switch_explain_on(module: nn.Module) -> None:
             _explain=True, propagate=types.MethodType(function, module), _user_args=list(user_args)
         )
         return
-    module.explain = True
+    module.explain = True  # type: ignore[assignment]
     propagate = module.__dict__.get("propagate")
     if isinstance(propagate, types.MethodType) and propagate.__self__ is module:
         _EXPLAIN_ON[module] = (propagate.__func__, list(module.__dict__["_user_args"]))
@@ -536,7 +536,7 @@ class GraphGradCAM:
             if path == "autograd":
                 alpha = _mean_pool(_or_zeros(grads.pop(0), activation), groups, count)  # (B, C)
             else:
-                alpha = forward_weights  # (B, C)
+                alpha = forward_weights  # type: ignore[assignment]  # (B, C)
             # One graph: its row broadcasts, the same products as indexing it for every node.
             cam = torch.relu((activation * (alpha if count == 1 else alpha[groups])).sum(dim=1))
             result = {

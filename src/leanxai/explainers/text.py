@@ -541,7 +541,7 @@ class _TextExplainer(Explainer):
         with eval_mode(self.model, self.eval_mode):
             yield
 
-    def explain(self, inputs: Any, target: Target = None) -> TextExplanation:
+    def explain(self, inputs: Any, target: Target = None) -> TextExplanation:  # type: ignore[override]
         """Score every token of ``inputs`` for ``target`` (``None``: the predicted class)."""
         prepared = prepare_inputs(self.model, inputs, self.tokenizer)
         scored = ~prepared.special if not self.include_special else prepared.attention_mask > 0

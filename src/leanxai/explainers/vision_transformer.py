@@ -240,9 +240,9 @@ class _VisionTransformerExplainer(Explainer):
         )
         facts.pooling = "token"
         if last_token_layer is not None:
-            with torch.no_grad(), capture(self.model, [last_token_layer]) as record:
+            with torch.no_grad(), capture(self.model, [last_token_layer]) as record:  # type: ignore[assignment]
                 logits = self._call(inputs)
-            facts.pooling = self._pooling(facts, record.outputs[last_token_layer], logits)
+            facts.pooling = self._pooling(facts, record.outputs[last_token_layer], logits)  # type: ignore[attr-defined]
         self._facts = facts
         return facts
 
@@ -620,7 +620,7 @@ class _RolloutBase(_VisionTransformerExplainer):
             seen[call.name] = index + 1
             block_input = windowed[call.name][index][0]
             parent = self.model.get_submodule(call.name.rpartition(".")[0])
-            window = int(parent.window_size)
+            window = int(parent.window_size)  # type: ignore[arg-type]
             tokens = block_input.shape[1]
             _, h, w = token_grid(tokens, facts.patch_grid, f"the block of {call.name!r}")
             if window * window != n or rows != batch * (-(-h // window)) * (-(-w // window)):
@@ -629,7 +629,7 @@ class _RolloutBase(_VisionTransformerExplainer):
                     f"with {heads} heads, which does not factor into windows of "
                     f"{window}x{window} over its {h}x{w} grid"
                 )
-            layouts.append(WindowLayout(h, w, window, int(parent.shift_size)))
+            layouts.append(WindowLayout(h, w, window, int(parent.shift_size)))  # type: ignore[arg-type]
         if not layouts:
             raise LayerError(
                 f"no attention module of {type(self.model).__name__} ran in the forward pass"

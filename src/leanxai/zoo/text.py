@@ -98,7 +98,7 @@ def rationale_bert(vocab_size: int) -> nn.Module:
     """The small BERT's architecture, untrained: 2 layers, width 64, 4 heads, 2 classes."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]
         vocab_size=vocab_size,
         hidden_size=64,
         num_hidden_layers=2,
@@ -256,7 +256,7 @@ def _minilm(head: _Head | None = None) -> tuple[nn.Module, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     if head is not None:
         with torch.no_grad():
-            model.bert.pooler.dense.load_state_dict(head.dense.state_dict())
+            model.bert.pooler.dense.load_state_dict(head.dense.state_dict())  # type: ignore[union-attr]
             model.classifier.load_state_dict(head.classifier.state_dict())
     return model.eval(), tokenizer
 
@@ -269,7 +269,7 @@ def _cls_features(model: nn.Module, tokenizer: Any, texts: list[str], length: in
                 texts[begin : begin + 32], padding=True, truncation=True, max_length=length,
                 return_tensors="pt",
             )  # fmt: skip
-            rows.append(model.bert(**encoding).last_hidden_state[:, 0])
+            rows.append(model.bert(**encoding).last_hidden_state[:, 0])  # type: ignore[operator]
     return torch.cat(rows)
 
 
@@ -296,7 +296,8 @@ def _train_minilm_head(task: str, seed: int) -> tuple[nn.Module, dict[str, Any]]
         test_features = _cls_features(model, tokenizer, test_texts, length)
         torch.manual_seed(seed)
         head = _Head()
-        head.dense.load_state_dict(model.bert.pooler.dense.state_dict())  # the pretrained pooler
+        # the pretrained pooler
+        head.dense.load_state_dict(model.bert.pooler.dense.state_dict())  # type: ignore[union-attr]
         fit_classifier(
             head, features, labels, epochs=60, batch_size=32, lr=3e-3, weight_decay=1e-4, seed=seed
         )

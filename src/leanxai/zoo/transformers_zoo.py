@@ -61,7 +61,7 @@ def shapes_vit() -> nn.Module:
     """The zoo ViT's architecture, untrained (``ViTForImageClassification``, 8x8 patches)."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    config = ViTConfig(
+    config = ViTConfig(  # type: ignore[call-arg]
         image_size=DEMO_SIZE,
         patch_size=8,
         num_channels=3,
@@ -82,7 +82,7 @@ def shapes_swin() -> nn.Module:
     """The zoo Swin's architecture, untrained (``SwinForImageClassification``, mean-pooled head)."""
     from transformers import SwinConfig, SwinForImageClassification
 
-    config = SwinConfig(
+    config = SwinConfig(  # type: ignore[call-arg]
         image_size=DEMO_SIZE,
         patch_size=4,
         num_channels=3,
