@@ -131,14 +131,17 @@ def explain(
     files of one text per line, with a text classifier (--model hf:DIR). Collections:
     --engine local|ray.
     """
+    # Texts, graphs and series have their own default method and threshold: pass on only what
+    # the user gave.
+    source = click.get_current_context().get_parameter_source
+    default = click.core.ParameterSource.DEFAULT
+    given_method = None if source("method") == default else method
+    given_threshold = None if source("threshold_spec") == default else threshold_spec
     if texts or (inputs and all(str(p).lower().endswith(".txt") for p in inputs)):
-        from leanxai.cli.text import explain_texts  # issue 16
+        from leanxai.cli.text import explain_texts
 
-        source = click.get_current_context().get_parameter_source
-        default = click.core.ParameterSource.DEFAULT
         explain_texts(
-            inputs, texts, model_spec, None if source("method") == default else method,
-            None if source("threshold_spec") == default else threshold_spec, target, batch_size,
+            inputs, texts, model_spec, given_method, given_threshold, target, batch_size,
             out_dir, overwrite,
         )  # fmt: skip
         return
@@ -150,43 +153,24 @@ def explain(
     series = all(str(p).lower().endswith(".npy") for p in inputs)
     if model_spec is None and (graphs or series):
         fail(f"--model is required for {'graphs' if graphs else 'series'}")
-    if model_spec is None:  # images: the embedded pretrained model (issue 20)
+    if model_spec is None:  # images: the embedded pretrained model
         model_spec = DEFAULT_IMAGE_MODEL
-    if graphs:  # graph.pt[:node,...]: a PyG Data (issue 18)
-        source = click.get_current_context().get_parameter_source
-        default = click.core.ParameterSource.DEFAULT
+    if graphs:  # graph.pt[:node,...]: a PyG Data
         explain_graphs(
-            inputs,
-            model_spec,
-            weights,
-            None if source("method") == default else method,
-            layer,
-            None if source("threshold_spec") == default else threshold_spec,
-            target,
-            out_dir,
+            inputs, model_spec, weights, given_method, layer, given_threshold, target, out_dir,
             overwrite,
-        )
+        )  # fmt: skip
         return
     if series:
         from leanxai.cli.sequences import explain_series
 
-        source = click.get_current_context().get_parameter_source
-        default = click.core.ParameterSource.DEFAULT
         explain_series(
-            inputs,
-            model_spec,
-            weights,
-            None if source("method") == default else method,
-            layer,
-            None if source("threshold_spec") == default else threshold_spec,
-            target,
-            batch_size,
-            out_dir,
-            overwrite,
-        )
+            inputs, model_spec, weights, given_method, layer, given_threshold, target,
+            batch_size, out_dir, overwrite,
+        )  # fmt: skip
         return
     if engine is not None or address is not None or workers is not None or overlays:
-        from leanxai.cli.scale import explain_collection_command  # issue 21
+        from leanxai.cli.scale import explain_collection_command
 
         if engine is None:
             fail("--address, --workers and --overlays apply to --engine local|ray")
