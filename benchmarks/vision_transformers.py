@@ -24,6 +24,7 @@ import io
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,17 +139,18 @@ def _correct(model: torch.nn.Module, data: Any) -> torch.Tensor:
     return (predicted == data.labels).nonzero()[:, 0]
 
 
-def shapes_table(n: int, quick: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def shapes_table(
+    n: int, quick: bool, skip_swin: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     data = make_shapes(4 * n, size=64, seed=_SEED)
     vit, vit_meta = load_shapes_vit(progress=True)
-    swin, swin_meta = load_shapes_swin(progress=True)
     cnn, cnn_meta = load_demo_model(progress=True)
     rows, tests = [], []
-    models = (
-        ("zoo ViT", vit, vit_meta),
-        ("zoo Swin", swin, swin_meta),
-        ("demo CNN", cnn, cnn_meta),
-    )
+    models: list[tuple[str, Any, dict[str, Any]]] = [("zoo ViT", vit, vit_meta)]
+    if not skip_swin:
+        swin, swin_meta = load_shapes_swin(progress=True)
+        models.append(("zoo Swin", swin, swin_meta))
+    models.append(("demo CNN", cnn, cnn_meta))
     for model_name, model, meta in models:
         keep = _correct(model, data)[:n]
         images, labels, masks = data.images[keep], data.labels[keep], data.masks[keep]
@@ -266,6 +268,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="shapes images per model")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-shapes", action="store_true")
+    parser.add_argument(
+        "--skip-swin", action="store_true", help="shapes table without the zoo Swin (untrained)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -274,7 +279,7 @@ def main() -> None:
     if args.skip_shapes:
         shape_rows, tests = previous.get("shapes", []), previous.get("tests", [])
     else:
-        shape_rows, tests = shapes_table(args.n, args.quick)
+        shape_rows, tests = shapes_table(args.n, args.quick, args.skip_swin)
     RESULTS.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -289,7 +294,7 @@ def main() -> None:
         "# Vision transformers (issue 15)",
         "",
         f"`OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python "
-        f"benchmarks/vision_transformers.py{' --quick' if args.quick else ''}`; "
+        f"benchmarks/vision_transformers.py {' '.join(sys.argv[1:])}`; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, "
         f"load average {load:.1f} at the start (a shared 2-core machine), {minutes:.1f} min.",
