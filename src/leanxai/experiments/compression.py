@@ -37,8 +37,10 @@ __all__ = [
     "accuracy",
     "dense_net",
     "dense_split",
+    "load_lite0_setting",
     "load_real_setting",
     "load_setting",
+    "photo_crops",
     "real_model",
     "train_dense",
 ]
@@ -249,11 +251,20 @@ def load_setting(
 REAL_SETTINGS: tuple[str, ...] = ("resnet", "mobilenet")
 """Names :func:`load_real_setting` accepts: small transformers ResNet and MobileNetV2 configs."""
 
-_REAL_SIZE = 32
-_REAL_N_TRAIN = 2000
+# real-v1 (32x32 default-clutter shapes, 6 epochs) left both models near chance (24-32 %): the
+# transformers ResNet stem (7x7 stride-2 conv, then max-pool) shrinks a 32x32 shape to a few
+# pixels, and even clean 32x32 shapes were not fitted in 10 epochs. At 64x64 on the "easy" preset
+# (no clutter, light noise) the ResNet reaches 0.90 in 10 epochs. The MobileNetV2 config does not
+# learn with this recipe (0.27 held out, loss flat; also with PyTorch's BatchNorm momentum and He
+# initialisation in place of transformers' 0.997 and std 0.02): open, not in the table.
+_REAL_SIZE = 64
+_REAL_DIFFICULTY = "easy"
+_REAL_N_TRAIN = 3000
 _REAL_N_HELD_OUT = 500
-_REAL_EPOCHS = 6
-_REAL_RECIPE = "real-v1"
+_REAL_EPOCHS = 10
+_REAL_BATCH = 32
+_REAL_LR = 3e-3
+_REAL_RECIPE = "real-v2"
 
 
 class LogitsOf(nn.Module):
@@ -296,17 +307,24 @@ def load_real_setting(
     calibration: int = 256,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Setting:
-    """A small transformers ResNet or MobileNetV2 trained on the shapes data (32x32, cached).
+    """A small transformers ResNet or MobileNetV2 trained on the shapes data (64x64, cached).
 
-    Trained with :func:`~leanxai.zoo.train.fit_classifier` (Adam, one-cycle, flips and
-    rotations) on 2,000 shapes of ``seed``; held out: 500 shapes of ``seed + 1,000,003``.
+    Shapes of the ``"easy"`` preset (one object, no clutter, noise 0.02). Trained with
+    :func:`~leanxai.zoo.train.fit_classifier` (Adam, one-cycle peak 3e-3, batch 32, 10 epochs,
+    flips and rotations; BatchNorm in train mode while training, eval after) on 3,000 shapes of
+    ``seed``; held out: 500 shapes of ``seed + 1,000,003``.
     """
     from leanxai.data.shapes import make_shapes
     from leanxai.zoo.train import HELD_OUT_SEED_OFFSET, fit_classifier, load_cached
 
     seed = validate.non_negative_int("seed", seed)
-    train_data = make_shapes(_REAL_N_TRAIN, size=_REAL_SIZE, seed=seed)
-    test_data = make_shapes(_REAL_N_HELD_OUT, size=_REAL_SIZE, seed=seed + HELD_OUT_SEED_OFFSET)
+    train_data = make_shapes(_REAL_N_TRAIN, size=_REAL_SIZE, seed=seed, difficulty=_REAL_DIFFICULTY)
+    test_data = make_shapes(
+        _REAL_N_HELD_OUT,
+        size=_REAL_SIZE,
+        seed=seed + HELD_OUT_SEED_OFFSET,
+        difficulty=_REAL_DIFFICULTY,
+    )
     classes = int(train_data.labels.max()) + 1
 
     def train() -> tuple[nn.Module, dict[str, Any]]:
@@ -317,12 +335,18 @@ def load_real_setting(
             train_data.images,
             train_data.labels,
             epochs=_REAL_EPOCHS,
+            batch_size=_REAL_BATCH,
+            lr=_REAL_LR,
             seed=seed,
             flip_and_rotate=True,
         )
         model.eval()
         return model, {
             "seed": seed,
+            "recipe": _REAL_RECIPE,
+            "size": _REAL_SIZE,
+            "difficulty": _REAL_DIFFICULTY,
+            "epochs": _REAL_EPOCHS,
             "held_out_accuracy": accuracy(model, test_data.images, test_data.labels),
         }
 
@@ -343,4 +367,107 @@ def load_real_setting(
         test_data.images,
         test_data.labels,
         dict(metadata),
+    )
+
+
+# -- EfficientNet-Lite0 with its ImageNet weights: fidelity on real photos (issue 22) ------------
+
+LITE0_CALIBRATION_PHOTOS: tuple[str, ...] = (
+    "chelsea.png",
+    "coffee.png",
+    "astronaut.png",
+    "rocket.jpg",
+    "sklearn:china.jpg",
+)
+"""Photos whose crops calibrate the compression (scikit-image's, and scikit-learn's ``china``)."""
+
+LITE0_HELD_OUT_PHOTOS: tuple[str, ...] = (
+    "motorcycle_left.png",
+    "camera.png",
+    "sklearn:flower.jpg",
+    "coins.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "ihc.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "moon.png",
+    "page.png",
+)
+"""Other photos, whose crops and flips measure agreement with the original model."""
+
+
+def _photo(name: str) -> torch.Tensor:
+    """A photo as a ``(3, H, W)`` float tensor in ``[0, 1]`` (grey photos repeated)."""
+    import numpy as np
+
+    if name.startswith("sklearn:"):
+        from sklearn.datasets import load_sample_image
+
+        array = np.asarray(load_sample_image(name.split(":", 1)[1]))
+    else:
+        from PIL import Image
+
+        from leanxai.data.photos import photo_paths
+
+        with Image.open(photo_paths([name])[0]) as image:
+            array = np.asarray(image.convert("RGB"))
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    return torch.from_numpy(array[..., :3].copy()).permute(2, 0, 1).float() / 255.0
+
+
+def photo_crops(
+    names: tuple[str, ...], per_photo: int, size: int = 224, seed: int = 0
+) -> torch.Tensor:
+    """``per_photo`` random crops of each photo (area 25-100 %, aspect 3:4 to 4:3, half of them
+    flipped left-right), resized to ``size`` x ``size``: ``(len(names) * per_photo, 3, size,
+    size)`` in ``[0, 1]``."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for name in names:
+        photo = _photo(name)
+        height, width = photo.shape[1:]
+        for _ in range(per_photo):
+            values = torch.rand(4, generator=generator).tolist()
+            area = (0.25 + 0.75 * values[0]) * height * width
+            aspect = 0.75 * (4 / 3 / 0.75) ** values[1]
+            h = min(height, max(8, round((area / aspect) ** 0.5)))
+            w = min(width, max(8, round((area * aspect) ** 0.5)))
+            top = int(values[2] * (height - h))
+            left = int(values[3] * (width - w))
+            crop = photo[:, top : top + h, left : left + w]
+            if torch.rand(1, generator=generator).item() < 0.5:
+                crop = crop.flip(-1)
+            out.append(
+                nn.functional.interpolate(
+                    crop[None], size=(size, size), mode="bilinear", antialias=True
+                )[0]
+            )
+    return torch.stack(out).clamp(0.0, 1.0)
+
+
+def load_lite0_setting(calibration_per_photo: int = 8, held_out_per_photo: int = 32) -> Setting:
+    """EfficientNet-Lite0 with its ImageNet weights (:func:`leanxai.zoo.pretrained`), normalised
+    crops of :data:`LITE0_CALIBRATION_PHOTOS` as calibration and of :data:`LITE0_HELD_OUT_PHOTOS`
+    as held-out inputs. No labels: ``labels`` holds the original model's top-1 class."""
+    from leanxai.zoo.pretrained import pretrained
+
+    loaded = pretrained("efficientnet_lite0")
+    mean = torch.tensor(loaded.mean).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.std).view(1, 3, 1, 1)
+    calibration = (photo_crops(LITE0_CALIBRATION_PHOTOS, calibration_per_photo) - mean) / std
+    held_out = (photo_crops(LITE0_HELD_OUT_PHOTOS, held_out_per_photo, seed=1) - mean) / std
+    model = loaded.model.eval()
+    with torch.no_grad():
+        labels = torch.cat([model(batch).argmax(1) for batch in held_out.split(64)])
+    return Setting(
+        "lite0",
+        0,
+        model,
+        calibration,
+        held_out,
+        labels,
+        {"architecture": "EfficientNet-Lite0 (ImageNet weights)"},
     )
