@@ -188,7 +188,7 @@ def shapes_table(
         )
         medians = _alternate(calls, 2 if quick else 3)
         for name, heatmap in heatmaps.items():
-            kept = threshold.top_percent(heatmap, 10)
+            kept = threshold.top_percent(heatmap, 10) > 0  # kept values, not a mask
             iou = localization(kept, masks)["iou"]
             hits15 = pointing_game(heatmap, masks).hits.float()
             hits0 = pointing_game(heatmap, masks, tolerance=0).hits.float()
