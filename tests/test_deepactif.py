@@ -26,7 +26,12 @@ from leanxai.explainers.deepactif import (
     minmax,
     unroll_recurrent,
 )
-from leanxai.zoo.recurrent import RecurrentClassifier, retrain_on_features, train_recurrent
+from leanxai.zoo.recurrent import (
+    FrontEndRecurrentClassifier,
+    RecurrentClassifier,
+    retrain_on_features,
+    train_recurrent,
+)
 
 B, T, F, H = 3, 6, 4, 5
 
@@ -892,3 +897,78 @@ def test_front_end_errors_name_the_candidates() -> None:
 
     with pytest.raises(LayerError, match="elementwise"):
         DeepACTIF(Normalised().double().eval()).attribute(sequences())
+
+
+def zoo_front_end(front: str, kind: str) -> FrontEndRecurrentClassifier:
+    torch.manual_seed(5)
+    return FrontEndRecurrentClassifier(F, 3, hidden=H, kind=kind, front=front, width=U).double()
+
+
+@pytest.mark.parametrize("front, kind", [("linear", "lstm"), ("conv", "gru")])
+def test_zoo_front_end_models_one_forward_pass_with_a_mask(
+    front: str, kind: str, state_guard: Any
+) -> None:
+    # The zoo's front-end models of benchmarks/deepactif.py --front-ends, on padded sequences.
+    model = zoo_front_end(front, kind)
+    model.train()
+    check = state_guard(model)
+    x = sequences() * MASK[:, :, None]  # padded steps are zeros, as in JapaneseVowels
+    calls = {"model": 0, "front": 0, "rnn": 0, "head": 0}
+    saved = {"count": 0}
+
+    def counter(key: str) -> Any:
+        def hook(module: nn.Module, args: Any) -> None:
+            calls[key] += 1
+
+        return hook
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved["count"] += 1
+        return tensor
+
+    handles = [
+        model.register_forward_pre_hook(counter("model")),
+        model.front.register_forward_pre_hook(counter("front")),
+        model.rnn.register_forward_pre_hook(counter("rnn")),
+        model.head.register_forward_pre_hook(counter("head")),
+    ]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            result = DeepACTIF(model).attribute(x, MASK)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == {"model": 1, "front": 1, "rnn": 1, "head": 0}
+    assert saved["count"] == 0, "an autograd graph was recorded"
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training
+    check()
+    # Padding changes nothing: each sequence explained alone, unpadded, gives its row.
+    for b, length in enumerate(LENGTHS.tolist()):
+        alone = DeepACTIF(model).attribute(x[b : b + 1, :length])
+        torch.testing.assert_close(result.per_sample[b], alone.per_sample[0])
+
+
+def test_zoo_front_end_model_masks_like_unpadded_and_describes_itself() -> None:
+    model = zoo_front_end("conv", "lstm").eval()
+    x = sequences() * MASK[:, :, None]
+    with torch.no_grad():
+        padded = model(x, MASK)
+        alone = torch.cat([model(x[b : b + 1, :n]) for b, n in enumerate(LENGTHS.tolist())])
+    torch.testing.assert_close(padded, alone)
+    rebuilt = FrontEndRecurrentClassifier(**model.describe())
+    assert isinstance(rebuilt.front, nn.Conv1d) and rebuilt.front.padding == (1,)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    with pytest.raises(InputError, match="front"):
+        FrontEndRecurrentClassifier(F, 3, front="attention")
+
+
+def test_train_recurrent_builds_the_front_end() -> None:
+    x = sequences(24, 5, F, seed=3).float()
+    y = (x[:, :, 0].sum(1) > 0).long()
+    model = train_recurrent(x, y, "gru", 0, epochs=2, hidden=4, front="linear", width=3)
+    assert isinstance(model, FrontEndRecurrentClassifier) and not model.training
+    assert isinstance(model.front, nn.Linear) and model.front.weight.shape == (3, F)
+    assert model.rnn.input_size == 3

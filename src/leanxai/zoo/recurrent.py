@@ -2,9 +2,11 @@
 feature rankings.
 
 :class:`RecurrentClassifier` is an LSTM, GRU or bidirectional LSTM/GRU followed by one linear
-layer on the last valid step's state (or the mean over valid steps). :func:`train_recurrent`
-trains one with Adam; :func:`retrain_on_features` trains a fresh one on a subset of the feature
-columns and returns its test accuracy (the top-k evaluation of a ranking).
+layer on the last valid step's state (or the mean over valid steps);
+:class:`FrontEndRecurrentClassifier` puts a Linear or Conv1d front end and an elementwise
+activation before it. :func:`train_recurrent` trains either with Adam;
+:func:`retrain_on_features` trains a fresh one on a subset of the feature columns and returns
+its test accuracy (the top-k evaluation of a ranking).
 :func:`load_recurrent_model` caches a trained model per data set as safetensors.
 """
 
@@ -28,8 +30,10 @@ from leanxai.core.errors import InputError, InputTypeError
 from leanxai.zoo.train import load_cached
 
 __all__ = [
+    "FRONTS",
     "KINDS",
     "RECURRENT_RECIPE_VERSION",
+    "FrontEndRecurrentClassifier",
     "RecurrentClassifier",
     "accuracy",
     "load_recurrent_data",
@@ -45,6 +49,10 @@ Readout = Literal["last", "mean"]
 
 KINDS: tuple[str, ...] = ("lstm", "gru", "bilstm", "bigru")
 """Recurrent layer kinds of :class:`RecurrentClassifier`."""
+
+FRONTS: tuple[str, ...] = ("linear", "conv")
+"""Front ends of :class:`FrontEndRecurrentClassifier`: ``nn.Linear`` per step or ``nn.Conv1d``
+over time."""
 
 RECURRENT_RECIPE_VERSION = "v1"
 """Version of :func:`load_recurrent_model`'s recipe; bumped whenever the weights change."""
@@ -173,6 +181,100 @@ class RecurrentClassifier(nn.Module):
 register_architecture("RecurrentClassifier", RecurrentClassifier)
 
 
+_FRONT_ACTIVATIONS = ("relu", "tanh", "identity")
+
+
+class FrontEndRecurrentClassifier(RecurrentClassifier):
+    """A Linear or Conv1d front end and an elementwise activation, then a
+    :class:`RecurrentClassifier` on its ``width`` outputs per step.
+
+    Parameters
+    ----------
+    n_features
+        Input features per step ``F``.
+    n_classes
+        Output classes ``K``.
+    hidden, kind, num_layers, readout
+        As in :class:`RecurrentClassifier` (inputs are batch-first ``(B, T, F)``).
+    front
+        ``"linear"``: ``nn.Linear(F, width)`` on each step; ``"conv"``: ``nn.Conv1d(F, width,
+        kernel_size)`` over time, stride 1, zero padding ``kernel_size // 2`` (so ``T`` steps
+        in, ``T`` out).
+    width
+        Outputs of the front end per step: the recurrent layer's ``input_size``.
+    kernel_size
+        Odd temporal width of the Conv1d front end.
+    activation
+        ``"relu"``, ``"tanh"`` or ``"identity"``, applied to the front end's output.
+
+    Notes
+    -----
+    Padded steps of right-padded sets are zeros, which a Conv1d reads as its own zero padding:
+    with or without a mask, the front end gives the same values at valid steps.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        hidden: int = 32,
+        kind: Kind | str = "lstm",
+        front: str = "linear",
+        width: int = 32,
+        kernel_size: int = 3,
+        activation: str = "relu",
+        num_layers: int = 1,
+        readout: Readout | str = "last",
+    ) -> None:
+        n_features = _positive_int("n_features", n_features)
+        width = _positive_int("width", width)
+        kernel_size = _positive_int("kernel_size", kernel_size)
+        if front not in FRONTS:
+            raise InputError(f"front must be one of {FRONTS}, got {front!r}")
+        if kernel_size % 2 == 0:
+            raise InputError(f"kernel_size must be odd, got {kernel_size}")
+        if activation not in _FRONT_ACTIVATIONS:
+            raise InputError(f"activation must be one of {_FRONT_ACTIVATIONS}, got {activation!r}")
+        super().__init__(width, n_classes, hidden, kind, num_layers, True, readout)
+        self.n_features, self.width, self.kernel_size = n_features, width, kernel_size
+        self.front_kind, self.activation = front, activation
+        self.front: nn.Linear | nn.Conv1d = (
+            nn.Linear(n_features, width)
+            if front == "linear"
+            else nn.Conv1d(n_features, width, kernel_size, padding=kernel_size // 2)
+        )
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, F)`` inputs and an optional ``(B, T)`` mask -> ``(B, K)`` logits."""
+        if isinstance(self.front, nn.Conv1d):
+            units = self.front(inputs.transpose(1, 2)).transpose(1, 2)  # (B, T, width)
+        else:
+            units = self.front(inputs)  # (B, T, width)
+        if self.activation == "relu":
+            units = torch.relu(units)
+        elif self.activation == "tanh":
+            units = torch.tanh(units)
+        return super().forward(units, mask)
+
+    def describe(self) -> dict[str, Any]:
+        """The constructor's arguments, as JSON values (the ``Describable`` protocol)."""
+        return {
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "hidden": self.hidden,
+            "kind": self.kind,
+            "front": self.front_kind,
+            "width": self.width,
+            "kernel_size": self.kernel_size,
+            "activation": self.activation,
+            "num_layers": self.num_layers,
+            "readout": self.readout,
+        }
+
+
+register_architecture("FrontEndRecurrentClassifier", FrontEndRecurrentClassifier)
+
+
 def _as_tensor(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
@@ -222,6 +324,8 @@ def train_recurrent(
     lr: float = 1e-2,
     weight_decay: float = 0.0,
     clip: float = 1.0,
+    front: str | None = None,
+    width: int = 32,
 ) -> RecurrentClassifier:
     """Train a :class:`RecurrentClassifier` with Adam and cross-entropy, in seconds.
 
@@ -249,6 +353,9 @@ def train_recurrent(
         The architecture (:class:`RecurrentClassifier`).
     batch_size, lr, weight_decay, clip
         The optimisation.
+    front, width
+        ``"linear"`` or ``"conv"``: a :class:`FrontEndRecurrentClassifier` with that front end
+        of ``width`` outputs (ReLU after it) instead; ``None`` (default): no front end.
 
     Returns
     -------
@@ -268,9 +375,23 @@ def train_recurrent(
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = RecurrentClassifier(
-            x.shape[2], classes, hidden, kind, num_layers, batch_first=True, readout=readout
-        ).to(x.device)
+        model: RecurrentClassifier
+        if front is None:
+            model = RecurrentClassifier(
+                x.shape[2], classes, hidden, kind, num_layers, batch_first=True, readout=readout
+            )
+        else:
+            model = FrontEndRecurrentClassifier(
+                x.shape[2],
+                classes,
+                hidden,
+                kind,
+                front,
+                width,
+                num_layers=num_layers,
+                readout=readout,
+            )
+        model = model.to(x.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(int(seed))
     n = labels.shape[0]
@@ -423,13 +544,16 @@ def load_recurrent_model(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     retrain: bool = False,
+    front: str | None = None,
 ) -> tuple[RecurrentClassifier, dict[str, Any]]:
     """A :class:`RecurrentClassifier` trained on a reference set, cached as safetensors.
 
     Trained on the training part of :func:`load_recurrent_data` with :func:`train_recurrent`
     (32 hidden units, one layer, ``readout="last"``) and scored on the test part; the weights
     are cached by :func:`~leanxai.zoo.train.load_cached` as
-    ``recurrent-<name>-<kind>-s<seed>-<version>.safetensors``.
+    ``recurrent-<name>-<kind>-s<seed>-<version>.safetensors``. With ``front`` (``"linear"`` or
+    ``"conv"``), a :class:`FrontEndRecurrentClassifier` with that front end (32 outputs, ReLU,
+    Conv1d kernel 3), same recipe, cached as ``recurrent-<name>-<front>-<kind>-s<seed>-...``.
 
     Returns
     -------
@@ -442,12 +566,17 @@ def load_recurrent_model(
         raise InputError(f"name must be one of {sorted(_RECIPE)}, got {name!r}")
     if kind not in KINDS:
         raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
+    if front is not None and front not in FRONTS:
+        raise InputError(f"front must be None or one of {FRONTS}, got {front!r}")
     train_data, test_data = load_recurrent_data(name)
     features = train_data.inputs.shape[2]
     classes = len(train_data.classes)
+    options: dict[str, Any] = {} if front is None else {"front": front}
 
     def build() -> RecurrentClassifier:
-        return RecurrentClassifier(features, classes, 32, kind)
+        if front is None:
+            return RecurrentClassifier(features, classes, 32, kind)
+        return FrontEndRecurrentClassifier(features, classes, 32, kind, front)
 
     def train() -> tuple[nn.Module, dict[str, Any]]:
         start = time.perf_counter()
@@ -459,6 +588,7 @@ def load_recurrent_model(
             mask=train_data.mask,
             n_classes=classes,
             **_RECIPE[name],
+            **options,
         )
         seconds = time.perf_counter() - start
         score = accuracy(model, test_data.inputs, test_data.labels, test_data.mask)
@@ -470,10 +600,12 @@ def load_recurrent_model(
             "test_accuracy": score,
             "training_seconds": round(seconds, 2),
             **_RECIPE[name],
+            **options,
         }
 
+    stem = f"recurrent-{name}-{kind}" if front is None else f"recurrent-{name}-{front}-{kind}"
     return load_cached(
-        f"recurrent-{name}-{kind}-s{seed}",
+        f"{stem}-s{seed}",
         build,
         train,
         RECURRENT_RECIPE_VERSION,
