@@ -21,6 +21,17 @@ the same set get the same accuracy for a seed (training is deterministic on one 
     python benchmarks/deepactif.py            # full run (~15 min on one CPU thread)
     python benchmarks/deepactif.py --quick    # 2 data sets, LSTM, 2 seeds (~1-2 min)
     python benchmarks/deepactif.py --cost-only  # time and memory again, nothing retrained
+    python benchmarks/deepactif.py --front-ends  # front-end models (below), ~15-25 min
+
+``--front-ends``: the same retraining on LSTMs and GRUs with a front end before the recurrent
+layer (``Linear(F, 32)`` + ReLU on each step, or ``Conv1d(F, 32, 3)`` + ReLU over time; the
+zoo's :class:`~leanxai.zoo.recurrent.FrontEndRecurrentClassifier`, seed 0 for the rankings),
+where DeepACTIF maps the recurrent layer's unit scores back to the features through the front
+end's exact linear contributions. Methods: DeepACTIF (default and inverse rule), IG, DeepLIFT,
+SHAP, Feature Ablation, Random; retrained models keep the front end. Also the time of ranking
+the training set with DeepACTIF, IG and Feature Ablation on each front-end model. Output:
+``benchmarks/results/deepactif_front_ends/`` and ``benchmarks/results/deepactif_front_ends.md``
+(the plain models' files are left as they are).
 
 Output: ``benchmarks/results/deepactif/`` (rankings.csv, retraining.csv, tests.csv,
 recovery.csv, cost.csv) and ``benchmarks/results/deepactif.md`` (the tables).
@@ -56,6 +67,14 @@ DATASETS = {
     "synthetic": "Synthetic",
 }
 KINDS = {"lstm": "LSTM", "gru": "GRU", "bilstm": "BiLSTM"}
+# Front-end models: "<front>_<cell>" (see model_spec).
+FRONT_KINDS = {
+    "linear_lstm": "Linear+LSTM",
+    "conv_lstm": "Conv1d+LSTM",
+    "linear_gru": "Linear+GRU",
+    "conv_gru": "Conv1d+GRU",
+}
+LABELS = KINDS | FRONT_KINDS
 PERCENTS = (10, 20, 30, 40, 50)
 # The retraining recipe: that of leanxai.zoo.recurrent.load_recurrent_model, except that for
 # JapaneseVowels: 15 epochs in batches of 64 instead of the zoo's 30 epochs of 32, four times
@@ -74,6 +93,13 @@ MEMORY_THRESHOLD = "65536"
 def top_count(percent: int, features: int) -> int:
     """Features in the top ``percent``%: ``ceil(percent * F / 100)``, at least 1."""
     return max(1, -(-percent * features // 100))
+
+
+def model_spec(kind: str) -> tuple[str, dict[str, Any]]:
+    """``"conv_gru"`` -> ``("gru", {"front": "conv"})``; ``"lstm"`` -> ``("lstm", {})``: the
+    recurrent cell and the zoo's front-end option."""
+    front, _, cell = kind.rpartition("_")
+    return cell, ({"front": front} if front else {})
 
 
 def variant(mapping: str, aggregation: str) -> str:
@@ -150,7 +176,8 @@ def rank_all(
     for name in datasets:
         train, _ = load_recurrent_data(name)
         for kind in kinds:
-            model, meta = load_recurrent_model(name, kind, 0)
+            cell, front = model_spec(kind)
+            model, meta = load_recurrent_model(name, cell, 0, **front)
             for method, fn in methods.items():
                 result = fn(model, train.inputs, train.mask)
                 order = [int(i) for i in result.ranking]
@@ -176,12 +203,16 @@ def retrain_all(
     rankings: dict[Any, list[int]],
     only: list[str] | None = None,
     known: dict[tuple[Any, ...], float] | None = None,
+    all_features: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Retrain every (model, method, k, seed) cell (``only``: those methods); ``known`` scores
-    of (dataset, kind, seed, features) from an earlier run are reused, not retrained."""
+    of (dataset, kind, seed, features) from an earlier run are reused, not retrained.
+    ``all_features`` (default: when ``only`` is None) adds the model trained on every feature."""
     from tqdm import tqdm
 
     methods = [*ranking_methods(), "Random"] if only is None else only
+    if all_features is None:
+        all_features = only is None
     plan: list[dict[str, Any]] = []
     for name in datasets:
         train, _ = load_recurrent_data(name)
@@ -189,7 +220,7 @@ def retrain_all(
         for kind in kinds:
             for seed in seeds:
                 shuffle = np.random.default_rng(1000 + seed).permutation(features).tolist()
-                if only is None:
+                if all_features:
                     plan.append(
                         {"dataset": name, "kind": kind, "seed": seed, "method": "All features"}
                         | {"k_percent": 100, "features": tuple(range(features))}
@@ -209,18 +240,20 @@ def retrain_all(
     for job in tqdm(jobs, desc="retraining", unit="model", mininterval=30):
         name, kind, seed, chosen = job
         train, test = data[name]
+        cell, front = model_spec(kind)
         scores[job] = retrain_on_features(
             train.inputs,
             train.labels,
             test.inputs,
             test.labels,
             list(chosen),
-            kind,
+            cell,
             seed,
             mask_train=train.mask,
             mask_test=test.mask,
             n_classes=len(train.classes),
             **RECIPE[name],
+            **front,
         )
     rows = []
     for p in plan:
@@ -777,6 +810,335 @@ def redo(methods: list[str], folder: Path) -> None:
     )
 
 
+# -- front-end models (--front-ends) --------------------------------------------------------------
+
+FRONT_FOLDER = "deepactif_front_ends"
+
+
+def front_methods() -> list[str]:
+    """The ranking methods of the front-end run: the main table's, without the ablation."""
+    return [variant(da.DEFAULT_MAPPING, da.DEFAULT_AGGREGATION), *BASELINES, inverse_variant()]
+
+
+def inverse_variant() -> str:
+    return variant(da.DEFAULT_MAPPING, "inverse")
+
+
+def time_front_ends(datasets: list[str], kinds: list[str], repeats: int) -> list[dict[str, Any]]:
+    """Ranking the whole training set with DeepACTIF, IG and Feature Ablation on each front-end
+    model: median of ``repeats`` interleaved rounds in this process, one thread."""
+    methods: dict[str, Callable[..., Any]] = {
+        DEFAULT: lambda m, x, mask: da.feature_ranking(m, x, "deepactif", mask=mask),
+        "IG": lambda m, x, mask: da.feature_ranking(m, x, "ig", mask=mask),
+        "Ablation": lambda m, x, mask: da.feature_ranking(m, x, "ablation", mask=mask),
+    }
+    rows = []
+    for name in datasets:
+        train, _ = load_recurrent_data(name)
+        x, mask = train.inputs, train.mask
+        for kind in kinds:
+            cell, front = model_spec(kind)
+            model, _ = load_recurrent_model(name, cell, 0, **front)
+            for fn in methods.values():  # warm-up on two sequences
+                fn(model, x[:2], None if mask is None else mask[:2])
+            times: dict[str, list[float]] = {m: [] for m in methods}
+            for _ in range(repeats):
+                for method, fn in methods.items():
+                    start = time.perf_counter()
+                    fn(model, x, mask)
+                    times[method].append(time.perf_counter() - start)
+            for method, values in times.items():
+                rows.append(
+                    {"dataset": name, "kind": kind, "method": method, "n_sequences": len(x)}
+                    | {"median_s": statistics.median(values), "repeats": len(values)}
+                )
+        print(f"timed {name}")
+    return rows
+
+
+def front_end_tests(retrain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`tests_against_default` per data set and pooled, then pooled per front end."""
+    out = tests_against_default(retrain)
+    for front, label in (("linear", "Linear front ends"), ("conv", "Conv1d front ends")):
+        rows = [r for r in retrain if model_spec(r["kind"])[1].get("front") == front]
+        if rows:
+            out += [
+                t | {"dataset": label} for t in tests_against_default(rows) if t["dataset"] == "all"
+            ]
+    return out
+
+
+def run_front_ends(args: argparse.Namespace, folder: Path) -> None:
+    """Rank, retrain and time on the front-end models; write the CSV files."""
+    if args.quick:
+        datasets, kinds, seeds, repeats = ["basic_motions"], ["linear_lstm", "conv_gru"], 2, 1
+    else:
+        datasets, kinds, seeds, repeats = list(DATASETS), list(FRONT_KINDS), 5, 3
+    seed_list = list(range(args.seeds if args.seeds is not None else seeds))
+    methods = front_methods()
+    rank_rows, rankings = rank_all(datasets, kinds, methods)
+    retrain = retrain_all(
+        datasets, kinds, seed_list, rankings, [*methods, "Random"], all_features=True
+    )
+    costs = time_front_ends(datasets, kinds, repeats)
+    write_csv(folder / "rankings.csv", rank_rows)
+    write_csv(folder / "retraining.csv", retrain)
+    write_csv(folder / "cost.csv", costs)
+    (folder / "settings.json").write_text(
+        json.dumps({"quick": args.quick, "seeds": seed_list, "kinds": kinds, "datasets": datasets})
+    )
+
+
+def front_end_report(
+    retrain: list[dict[str, Any]],
+    ranked: list[dict[str, Any]],
+    tests: list[dict[str, Any]],
+    recovered: list[dict[str, Any]],
+    costs: list[dict[str, Any]],
+    settings: dict[str, Any],
+) -> str:
+    quick, seeds, kinds = settings["quick"], settings["seeds"], settings["kinds"]
+    datasets = settings["datasets"]
+    command = f"python benchmarks/deepactif.py --front-ends{' --quick' if quick else ''}"
+    wall = settings.get("wall_seconds")
+    lines = [
+        "# DeepACTIF on recurrent models with a front end",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 {command}` ({'quick' if quick else 'full'} run; seeds "
+        f"{seeds}; one CPU thread"
+        + (f"; wall time {wall / 60:.1f} min" if wall else "")
+        + "). Models: the zoo's `FrontEndRecurrentClassifier`, a `Linear(F, 32)` on each step "
+        "or a `Conv1d(F, 32, kernel 3, padding 1)` over time, then ReLU, then a one-layer LSTM "
+        "or GRU (32 units) read out at the last valid step. DeepACTIF scores the recurrent "
+        "layer's 32 input units with the default "
+        f"`mapping={da.DEFAULT_MAPPING!r}, aggregation={da.DEFAULT_AGGREGATION!r}` and maps "
+        "them back to the features through the front end's exact linear contributions (one "
+        "forward pass). Rankings use the whole training set and the seed-0 model; every top-k "
+        "set (`ceil(k * F / 100)` features) is retrained from scratch, front end included, "
+        "over the seeds and scored on the test set, as in `benchmarks/results/deepactif.md`.",
+        "",
+    ]
+    main_methods = [DEFAULT, *BASELINES, "Random", inverse_variant()]
+
+    def acc(**filters: Any) -> list[float]:
+        return [r["accuracy"] for r in retrain if all(r[k] == v for k, v in filters.items())]
+
+    plain: dict[tuple[str, str], float] = {}
+    plain_path = ROOT / "results" / "deepactif" / "rankings.csv"
+    if plain_path.exists():
+        for r in read_csv(plain_path):
+            if r.get("reference_test_accuracy") is not None:
+                plain[(r["dataset"], r["kind"])] = r["reference_test_accuracy"]
+    lines += ["## Held-out accuracy of the reference models (seed 0, all features)", ""]
+    header = ["data set", *[FRONT_KINDS[k] for k in kinds], "plain LSTM", "plain GRU"]
+    rows = []
+    for name in datasets:
+        reference = {
+            r["kind"]: r["reference_test_accuracy"] for r in ranked if r["dataset"] == name
+        }
+        rows.append(
+            [DATASETS[name]]
+            + [f"{reference[k]:.3f}" for k in kinds]
+            + [f"{plain[(name, c)]:.3f}" if (name, c) in plain else "" for c in ("lstm", "gru")]
+        )
+    lines += [
+        "Test-set accuracy of the models the rankings come from (the plain models' column is "
+        "from `benchmarks/results/deepactif/rankings.csv`).",
+        "",
+        *table(header, rows),
+        "",
+    ]
+
+    lines += ["## Test accuracy after retraining on the top-k features", ""]
+    lines += [
+        "Mean over the front-end models and seeds; `All features`: the same models trained on "
+        "every feature.",
+        "",
+    ]
+    for name in datasets:
+        header = ["method", *[f"k={p}%" for p in PERCENTS], "mean"]
+        rows = []
+        for method in main_methods:
+            values = [_mean(acc(dataset=name, method=method, k_percent=p)) for p in PERCENTS]
+            rows.append([method, *[f"{v:.3f}" for v in values], f"{_mean(values):.3f}"])
+        every = _mean(acc(dataset=name, method="All features"))
+        rows.append(["All features", *["" for _ in PERCENTS], f"{every:.3f}"])
+        lines += [f"**{DATASETS[name]}**", "", *table(header, rows), ""]
+
+    lines += ["## Per model (mean accuracy over k and seeds)", ""]
+    header = ["data set", "model", *main_methods, "All features"]
+    rows = []
+    for name in datasets:
+        for kind in kinds:
+            rows.append(
+                [DATASETS[name], FRONT_KINDS[kind]]
+                + [
+                    f"{_mean(acc(dataset=name, kind=kind, method=m)):.3f}"
+                    for m in [*main_methods, "All features"]
+                ]
+            )
+    lines += [*table(header, rows), ""]
+
+    lines += [
+        "## Paired tests against DeepACTIF",
+        "",
+        "Pairs: the same (model, k, seed) run with each method's selection; mean difference is "
+        "method minus DeepACTIF (negative: DeepACTIF better). Wilcoxon signed-rank (scipy, zero "
+        "differences dropped; `nonzero` pairs remain) and paired t-test; d_z is the effect size.",
+        "",
+    ]
+    header = ["scope", "method", "pairs", "nonzero", "mean diff", "Wilcoxon p", "t-test p", "d_z"]
+    rows = []
+    for t in tests:
+        if t["method"] not in main_methods:
+            continue
+        scope = DATASETS.get(t["dataset"], "all data sets" if t["dataset"] == "all" else "")
+        rows.append(
+            [
+                scope or f"{t['dataset']} (all data sets)",
+                t["method"],
+                str(t["n"]),
+                str(t["nonzero_pairs"]),
+                f"{t['mean_diff']:+.4f}",
+                format_p(t["w_pvalue"]),
+                format_p(t["t_pvalue"]),
+                f"{t['effect_size']:+.2f}",
+            ]
+        )
+    lines += [*table(header, rows), ""]
+
+    if recovered:
+        lines += ["## Informative features in the top k (synthetic set)", ""]
+        header = ["model", "method", *[f"k={p}%" for p in PERCENTS], "total"]
+        rows = []
+        for kind in kinds:
+            for method in main_methods:
+                found = [r for r in recovered if r["kind"] == kind and r["method"] == method]
+                if found:
+                    hits = sum(r["informative_in_top"] for r in found)
+                    best = sum(r["best_possible"] for r in found)
+                    cells = [f"{r['informative_in_top']}/{r['best_possible']}" for r in found]
+                    rows.append([FRONT_KINDS[kind], method, *cells, f"{hits}/{best}"])
+        lines += [
+            "Informative features among the top n / the most possible, min(n, 4); n = 1, 2, 3, "
+            "4, 4 of F = 8.",
+            "",
+            *table(header, rows),
+            "",
+        ]
+
+    lines += ["## Cost of ranking the whole training set", ""]
+    lines += [
+        "Median of interleaved repeats in one process, one thread; IG with 50 steps, Feature "
+        "Ablation one feature at a time over all steps.",
+        "",
+    ]
+    header = ["data set", "model", "DeepACTIF (s)", "IG (s)", "Ablation (s)", "IG / DeepACTIF"]
+    header.append("Ablation / DeepACTIF")
+    rows = []
+    for name in datasets:
+        for kind in kinds:
+            by = {
+                c["method"]: c["median_s"]
+                for c in costs
+                if (c["dataset"], c["kind"]) == (name, kind)
+            }
+            if DEFAULT not in by:
+                continue
+            rows.append(
+                [DATASETS[name], FRONT_KINDS[kind]]
+                + [f"{by[m]:.4g}" for m in (DEFAULT, "IG", "Ablation")]
+                + [f"{by['IG'] / by[DEFAULT]:.0f}x", f"{by['Ablation'] / by[DEFAULT]:.0f}x"]
+            )
+    lines += [*table(header, rows), ""]
+    lines += ["## README text", "", front_end_summary(retrain, tests, recovered, datasets), ""]
+    return "\n".join(lines)
+
+
+def front_end_summary(
+    retrain: list[dict[str, Any]],
+    tests: list[dict[str, Any]],
+    recovered: list[dict[str, Any]],
+    datasets: list[str],
+) -> str:
+    """Where DeepACTIF wins, ties and loses against IG and Feature Ablation, from the numbers."""
+    parts = []
+    for method, label in (("IG", "IG"), ("Ablation", "Feature Ablation")):
+        cells = []
+        for t in tests:
+            if t["method"] != method:
+                continue
+            scope = DATASETS.get(t["dataset"], "all data sets" if t["dataset"] == "all" else "")
+            scope = scope or t["dataset"]
+            verdict = (
+                "no significant difference"
+                if t["w_pvalue"] >= 0.05
+                else ("DeepACTIF better" if t["mean_diff"] < 0 else "DeepACTIF worse")
+            )
+            cells.append(f"{scope} {t['mean_diff']:+.3f} ({_p(t['w_pvalue'])}, {verdict})")
+        parts.append(f"{label} minus DeepACTIF: " + "; ".join(cells) + ".")
+    behind = []
+    for name in datasets:
+        for kind in FRONT_KINDS:
+            cell = [r for r in retrain if r["dataset"] == name and r["kind"] == kind]
+            if not cell:
+                continue
+            own = _mean([r["accuracy"] for r in cell if r["method"] == DEFAULT])
+            for method in BASELINES:
+                other = _mean([r["accuracy"] for r in cell if r["method"] == method])
+                if other - own > 0.01:
+                    behind.append(
+                        f"{DATASETS[name]} {FRONT_KINDS[kind]} ({method} {other:.3f} vs {own:.3f})"
+                    )
+    parts.append(
+        "Per model (mean over k and seeds), a baseline is ahead of DeepACTIF by more than 0.01 "
+        "on: " + ("; ".join(behind) or "none") + "."
+    )
+    if recovered:
+        summary = []
+        for method in [DEFAULT, *BASELINES]:
+            found = [r for r in recovered if r["method"] == method]
+            if found:
+                hits = sum(r["informative_in_top"] for r in found)
+                best = sum(r["best_possible"] for r in found)
+                summary.append(f"{method} {hits}/{best}")
+        parts.append(
+            "Synthetic set, informative features in the top k (summed over k and models): "
+            + ", ".join(summary)
+            + "."
+        )
+    return " ".join(parts)
+
+
+def front_ends(args: argparse.Namespace) -> None:
+    """``--front-ends``: run (unless ``--report-only``), then write the tables."""
+    start = time.perf_counter()
+    folder = args.out / FRONT_FOLDER
+    if not args.report_only:
+        run_front_ends(args, folder)
+    settings = json.loads((folder / "settings.json").read_text())
+    if not args.report_only:
+        settings["wall_seconds"] = round(time.perf_counter() - start, 1)
+        (folder / "settings.json").write_text(json.dumps(settings))
+    source = variant(da.DEFAULT_MAPPING, da.DEFAULT_AGGREGATION)
+    retrain = alias_default(read_csv(folder / "retraining.csv"), source)
+    ranked = alias_default(read_csv(folder / "rankings.csv"), source)
+    costs = read_csv(folder / "cost.csv")
+    rankings = {
+        (r["dataset"], r["kind"], r["method"]): [int(i) for i in r["ranking"].split()]
+        for r in ranked
+    }
+    tests = front_end_tests(retrain)
+    kinds = settings["kinds"]
+    recovered = recovery(rankings, kinds) if "synthetic" in settings["datasets"] else []
+    write_csv(folder / "tests.csv", tests)
+    write_csv(folder / "recovery.csv", recovered)
+    text = front_end_report(retrain, ranked, tests, recovered, costs, settings)
+    (args.out / f"{FRONT_FOLDER}.md").write_text(text + "\n")
+    print(text)
+    print(f"done in {time.perf_counter() - start:.0f} s; wrote {folder} and {FRONT_FOLDER}.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 data sets, LSTM, 2 seeds")
@@ -800,6 +1162,12 @@ def main() -> None:
         help="time and measure memory again (cost.csv) on an earlier run's data sets and "
         "reference models, then rebuild the tables; rankings and retraining are kept",
     )
+    parser.add_argument(
+        "--front-ends",
+        action="store_true",
+        help="LSTMs and GRUs with a Linear or Conv1d front end (their own results files); "
+        "with --quick: BasicMotions, two models, 2 seeds; with --report-only: tables only",
+    )
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--kernel-limit", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -807,6 +1175,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     if args.memory_worker:
         memory_worker(args.memory_worker, args.kernel_limit)
+        return
+    if args.front_ends:
+        front_ends(args)
         return
     start = time.perf_counter()
     folder = args.out / "deepactif"
