@@ -57,10 +57,17 @@ def test_relevance_tempered_is_magnitude_times_relative_relevance_flow():
     for name, value in scores.items():
         w = weights[name].detach().double().abs()
         rho = np.where(w.numpy() > 0, l2[name].double().numpy() / np.maximum(w.numpy(), 1e-300), 0)
-        median = np.median(rho[w.numpy() > 0])
-        expected = w.numpy() * (rho / median) ** 0.5
+        # Output rows of a class no input targeted (here class 1, never predicted) get no
+        # relevance: they score |w| and stay out of the median (issue 22).
+        untargeted = np.zeros(rho.shape, dtype=bool)
+        if name == "4.weight":
+            untargeted[~(rho > 0).any(1)] = True
+        median = np.median(rho[(w.numpy() > 0) & ~untargeted])
+        expected = w.numpy() * np.where(untargeted, 1.0, rho / median) ** 0.5
         np.testing.assert_allclose(value.double().numpy(), expected, rtol=1e-6, atol=1e-12)
     assert scores["0.weight"][0, 0] == 0
+    assert model(x).argmax(1).bincount(minlength=3)[1] == 0  # the case above is exercised
+    torch.testing.assert_close(scores["4.weight"][1], weights["4.weight"][1].detach().abs())
 
 
 def test_compress_default_prunes_by_relevance_tempered_over_all_layers():
