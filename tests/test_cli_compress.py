@@ -348,3 +348,63 @@ def test_image_folder_keeps_a_share_out_for_the_check(tmp_path):
     assert result.exit_code == 0, result.output
     assert "calibrated on 8 images of images (shuffled" in result.output
     assert "check on 2 images of images kept out of calibration" in result.output
+
+
+# -- issue 22: an hf: folder (a transformers ResNet or MobileNetV2 saved with save_pretrained) ----
+
+
+def tiny_hf_folder(folder: Path, architecture: str) -> Path:
+    """A tiny transformers image classifier with random weights, saved with save_pretrained."""
+    import transformers
+
+    torch.manual_seed(0)
+    if architecture == "resnet":
+        config = transformers.ResNetConfig(
+            num_labels=4, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"
+        )
+        model = transformers.ResNetForImageClassification(config)
+    else:
+        config = transformers.MobileNetV2Config(
+            num_labels=4, image_size=32, depth_multiplier=0.1, classifier_dropout_prob=0.0
+        )
+        model = transformers.MobileNetV2ForImageClassification(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("architecture", ["resnet", "mobilenet"])
+def test_hf_folder_compresses_and_loads_back(tmp_path, architecture):
+    """``--model hf:<folder>``: the file loads back into a skeleton built from the same folder
+    and its predictions on the built-in held-out shapes match the agreement printed."""
+    import transformers
+
+    from leanxai.data.shapes import make_shapes
+
+    folder = tiny_hf_folder(tmp_path / architecture, architecture)
+    out = tmp_path / "small.safetensors"
+    result = CliRunner().invoke(
+        main,
+        [
+            "compress", "--model", f"hf:{folder}", "--data", "shapes", "--n", "16",
+            "--size", "32", "--finetune-steps", "2", "--out", str(out),
+        ],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+    assert f"compressed: {out.stat().st_size} bytes" in result.output
+    assert "original (float32 safetensors):" in result.output
+    assert "calibrated on 16 generated shapes" in result.output
+    original = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()
+    loaded = load_compressed(out, model=original)
+    held_out = make_shapes(500, size=32, seed=1_000_003)
+    with torch.no_grad():
+        before = original(pixel_values=held_out.images).logits.argmax(1)
+        after = loaded(pixel_values=held_out.images).logits.argmax(1)
+    agreement = float((before == after).float().mean())
+    assert f"agrees with the original on {agreement:.1%}" in result.output
+    accuracy = float((after == held_out.labels).float().mean())
+    assert f"-> {accuracy:.1%}" in result.output
+    pruned = [p for n, p in loaded.named_parameters() if p.ndim > 1]  # conv and linear weights
+    zeros = sum(int((p == 0).sum()) for p in pruned) / sum(p.numel() for p in pruned)
+    assert zeros >= 0.39  # the default prunes 40 % of them (4-bit rounding zeroes more)
