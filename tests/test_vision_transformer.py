@@ -263,6 +263,35 @@ def test_batched_equals_one_at_a_time() -> None:
             assert torch.allclose(one.heatmap[0], whole.heatmap[b], atol=1e-6), cls.__name__
 
 
+class CountingViT(TinyViT):
+    """Records the batch size of every forward call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_discovery_runs_one_sample_and_the_batch_once(cls) -> None:
+    torch.manual_seed(0)
+    model = CountingViT().double().eval()
+    x = images(6)
+    first = cls(model).explain(x)
+    # Discovery (patch grid, layers, pooling) sees one image; the batch itself runs once.
+    assert model.batches.count(6) == 1 and set(model.batches) == {1, 6}, model.batches
+    model.batches.clear()
+    explainer = cls(model)
+    explainer.explain(x[:2])
+    model.batches.clear()
+    again = explainer.explain(x)
+    assert model.batches == [6]  # facts are cached per input size, whatever the batch
+    assert torch.allclose(again.heatmap, first.heatmap, atol=1e-6)
+
+
 # -- Swin's windows ------------------------------------------------------------------------------
 
 

@@ -182,6 +182,10 @@ class _VisionTransformerExplainer(Explainer):
         facts = self._facts
         if facts is not None and facts.tree == tree and facts.size == size:
             return facts
+        # The facts depend on the input's size, not on the batch: one sample is enough, so a
+        # first call (and leanxai.explain, which builds an explainer per call) pays two forward
+        # passes of one image, not of the whole batch.
+        inputs = inputs[:1]
         with torch.no_grad(), record_outputs(self.model) as seen:
             self._call(inputs)
         batch = inputs.shape[0]
