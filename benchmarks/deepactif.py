@@ -21,7 +21,7 @@ the same set get the same accuracy for a seed (training is deterministic on one 
     python benchmarks/deepactif.py            # full run (~15 min on one CPU thread)
     python benchmarks/deepactif.py --quick    # 2 data sets, LSTM, 2 seeds (~1-2 min)
     python benchmarks/deepactif.py --cost-only  # time and memory again, nothing retrained
-    python benchmarks/deepactif.py --front-ends  # front-end models (below), ~15-25 min
+    python benchmarks/deepactif.py --front-ends  # front-end models (below), ~26 min
 
 ``--front-ends``: the same retraining on LSTMs and GRUs with a front end before the recurrent
 layer (``Linear(F, 32)`` + ReLU on each step, or ``Conv1d(F, 32, 3)`` + ReLU over time; the
