@@ -713,7 +713,8 @@ def _logits(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 def run_lite0(folder: Path, finetune_steps: int) -> list[dict[str, Any]]:
     """EfficientNet-Lite0 (ImageNet weights): each method's file loaded back into a skeleton,
-    top-1 agreement and mean KL(original || compressed) on held-out photo crops."""
+    top-1 agreement and mean KL(original || compressed) on held-out photo crops, and the largest
+    share any one layer lost (a global ranking can empty a layer; issue 22)."""
     setting = load_lite0_setting()
     original = float32_size(setting.model)
     reference = torch.log_softmax(_logits(setting.model, setting.inputs), dim=1)
@@ -730,12 +731,15 @@ def run_lite0(folder: Path, finetune_steps: int) -> list[dict[str, Any]]:
         kl = (reference.exp() * (reference - logits)).sum(1).mean().item()
         agreement = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
         bits = options.get("bits", (8, 4))
+        masks = result.plan.masks if result.plan is not None else {}
+        worst = max((1.0 - float(m.float().mean()) for m in masks.values()), default=0.0)
         rows.append(
             {
                 "model": "lite0",
                 "method": method,
                 "finetune": finetune_steps if options.get("prune", 1) is not None else 0,
                 "sparsity": round(float(result.metadata.get("sparsity") or 0.0), 4),
+                "max_layer_sparsity": round(worst, 4),
                 "bits": "/".join(map(str, bits)) if isinstance(bits, tuple) else bits,
                 "bytes": size,
                 "original_bytes": original,
@@ -750,31 +754,61 @@ def run_lite0(folder: Path, finetune_steps: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _lite0_row(row: dict[str, str]) -> dict[str, Any]:
+    """A row of ``compression_real_lite0.csv`` read back, with its numbers as numbers."""
+    out: dict[str, Any] = dict(row)
+    for key in ("finetune", "bytes", "original_bytes", "calibration", "held_out"):
+        out[key] = int(float(row[key]))
+    for key in ("sparsity", "max_layer_sparsity", "agreement", "mean_kl", "seconds", "minutes"):
+        out[key] = float(row[key])
+    return out
+
+
 def main_lite0(finetune_steps: int, command: str) -> None:
+    """Run :func:`run_lite0` and write its rows, keeping the rows of earlier runs of other
+    (method, fine-tune steps) pairs with the command and wall time that produced them."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         rows = run_lite0(Path(scratch), finetune_steps)
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    for row in rows:
+        row["command"], row["minutes"] = command, minutes
+    done = {(row["method"], row["finetune"]) for row in rows}
+    if LITE0_CSV.exists():
+        with open(LITE0_CSV, newline="") as handle:
+            for old in csv.DictReader(handle):
+                # Rows written before the columns below existed are not kept.
+                if "command" in old and "max_layer_sparsity" in old:
+                    kept = _lite0_row(old)
+                    if (kept["method"], kept["finetune"]) not in done:
+                        rows.append(kept)
+    rows.sort(key=lambda row: (row["finetune"], list(REAL_METHODS).index(row["method"])))
     LITE0_CSV.parent.mkdir(parents=True, exist_ok=True)
     with open(LITE0_CSV, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    runs = sorted({(row["command"], row["minutes"]) for row in rows})
     lines = [
         "# EfficientNet-Lite0 (ImageNet weights): fidelity of the compressed model (issue 22)",
         "",
-        f"Command: `{command}` ({(time.perf_counter() - start) / 60:.1f} min). No labels: "
-        f"top-1 agreement with the original model and mean KL(original || compressed) on "
-        f"{rows[0]['held_out']} held-out crops and flips of 12 photos of scikit-image and "
-        f"scikit-learn; calibration: {rows[0]['calibration']} crops of 5 other photos. Each "
-        "file loaded back into a skeleton (`load_compressed(path, model=...)`).",
+        "Commands: "
+        + "; ".join(f"`{run}` ({run_minutes:.1f} min)" for run, run_minutes in runs)
+        + f". No labels: top-1 agreement with the original model and mean KL(original || "
+        f"compressed) on {rows[0]['held_out']} held-out crops and flips of 12 photos of "
+        f"scikit-image and scikit-learn; calibration (and fine-tuning): "
+        f"{rows[0]['calibration']} crops of 5 other photos. Each file loaded back into a skeleton "
+        "(`load_compressed(path, model=...)`). 'max layer' is the largest share of one layer's "
+        "weights pruned.",
         "",
-        "| method | bits | sparsity | fine-tune steps | size (KB) | reduction | top-1 agreement "
-        "| mean KL |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | bits | sparsity | max layer | fine-tune steps | size (KB) | reduction "
+        "| top-1 agreement | mean KL |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['method']} | {row['bits']} | {row['sparsity']:.2f} | {row['finetune']} | "
+            f"| {row['method']} | {row['bits']} | {row['sparsity']:.2f} | "
+            f"{row['max_layer_sparsity']:.3f} | {row['finetune']} | "
             f"{row['bytes'] / 1024:.0f} | {row['original_bytes'] / row['bytes']:.1f}x | "
             f"{100 * row['agreement']:.1f} % | {row['mean_kl']:.3f} |"
         )
