@@ -68,6 +68,7 @@ from leanxai.compress import (
 )
 from leanxai.evaluate.stats import paired_test
 from leanxai.experiments.compression import (
+    REAL_RECIPES,
     accuracy,
     load_lite0_setting,
     load_real_setting,
@@ -596,6 +597,7 @@ def run_real(name: str, seed: int, folder: Path, finetune_steps: int) -> list[di
                 "method": method,
                 "finetune": finetune_steps if options.get("prune", 1) is not None else 0,
                 "sparsity": round(float(result.metadata.get("sparsity") or 0.0), 4),
+                "max_layer_sparsity": _max_layer_sparsity(result.plan),
                 "bits": "/".join(map(str, bits)) if isinstance(bits, tuple) else bits,
                 "bytes": size,
                 "original_bytes": original,
@@ -607,60 +609,118 @@ def run_real(name: str, seed: int, folder: Path, finetune_steps: int) -> list[di
     return rows
 
 
+def real_paired_tests(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model, the default's accuracy change minus global magnitude's over the seeds both
+    have: paired t-test and Wilcoxon (:func:`leanxai.evaluate.stats.paired_test`)."""
+    default = next(iter(REAL_METHODS))
+    tests = []
+    for model in sorted({r["model"] for r in rows}):
+        ours = {
+            r["seed"]: r["change"] for r in rows if (r["model"], r["method"]) == (model, default)
+        }
+        theirs = {
+            r["seed"]: r["change"]
+            for r in rows
+            if (r["model"], r["method"]) == (model, GLOBAL_MAGNITUDE)
+        }
+        seeds = sorted(set(ours) & set(theirs))
+        if len(seeds) < 2:
+            continue
+        test = paired_test([ours[s] for s in seeds], [theirs[s] for s in seeds])
+        tests.append(
+            {
+                "model": model,
+                "n": test.n,
+                "mean_diff": test.mean_diff,
+                "t_pvalue": test.t_pvalue,
+                "w_pvalue": test.w_pvalue,
+                "effect_size": test.effect_size,
+                "wins": sum(ours[s] > theirs[s] for s in seeds),
+                "losses": sum(ours[s] < theirs[s] for s in seeds),
+            }
+        )
+    return tests
+
+
 def write_real_report(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
+    """The markdown report of ``--models resnet,mobilenet``: one line per model and method (mean
+    over seeds), the originals' accuracies and the paired tests. ``command`` and ``seconds``
+    describe this run; rows kept from earlier runs carry their own ``command`` and ``minutes``."""
+    runs = {(command, round(seconds / 60, 1))}
+    runs |= {(r["command"], float(r["minutes"])) for r in rows if r.get("command")}
+    recipes = ", ".join(sorted({f"{r['model']} `{r['recipe']}`" for r in rows}))
     lines = [
         "# Relevance-guided compression on transformers ResNet and MobileNetV2 (issue 22)",
         "",
-        f"Command: `{command}` ({seconds / 60:.1f} min). Models: small transformers configs "
-        "trained here on 64x64 shapes of the `easy` preset (recipe `real-v2`, cached); "
-        "accuracy on 500 held-out shapes, each file loaded back into a skeleton "
-        "(`load_compressed(path, model=...)`).",
+        "Commands: "
+        + "; ".join(f"`{run}` ({minutes:.1f} min)" for run, minutes in sorted(runs))
+        + ". Models: small transformers configs trained here on 64x64 shapes of the `easy` "
+        f"preset (recipes: {recipes}; cached, so a run's time counts training only where a "
+        "model was not cached yet); accuracy on 500 held-out shapes, each file loaded back into "
+        "a skeleton (`load_compressed(path, model=...)`). 'max layer' is the largest share of "
+        "one layer's weights pruned (mean over seeds).",
         "",
-        "| model | method | bits | sparsity | size (KB) | reduction | mean change | worst seed "
-        "| seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | method | bits | sparsity | max layer | size (KB) | reduction | mean change "
+        "| worst seed | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["model"], row["method"])].append(row)
-    for (model, method), group in groups.items():
+    for (model, method), group in sorted(
+        groups.items(), key=lambda item: (item[0][0], list(REAL_METHODS).index(item[0][1]))
+    ):
         changes = [r["change"] for r in group]
         size = _mean([r["bytes"] for r in group])
+        layers = [r.get("max_layer_sparsity") for r in group]
+        worst = "-" if "" in layers or None in layers else f"{_mean(layers):.2f}"  # older rows
         lines.append(
             f"| {model} | {method} | {group[0]['bits']} | {group[0]['sparsity']:.2f} | "
-            f"{size / 1024:.0f} | {group[0]['original_bytes'] / size:.1f}x | "
+            f"{worst} | {size / 1024:.0f} | {group[0]['original_bytes'] / size:.1f}x | "
             f"{100 * _mean(changes):+.2f} pt | {100 * min(changes):+.2f} pt | {len(group)} |"
         )
-    lines += ["", "Held-out accuracy of the original models (float32):", ""]
+    lines += ["", "Held-out accuracy of the original models (float32), by seed:", ""]
     for model in sorted({r["model"] for r in rows}):
         bases = sorted({(r["seed"], r["original_accuracy"]) for r in rows if r["model"] == model})
         values = [value for _, value in bases]
         lines.append(
             f"- {model}: mean {100 * _mean(values):.1f} %, lowest {100 * min(values):.1f} % "
-            f"over {len(values)} seeds"
+            f"over {len(values)} seeds ("
+            + ", ".join(f"seed {seed}: {100 * value:.1f} %" for seed, value in bases)
+            + ")"
         )
     default = next(iter(REAL_METHODS))
     lines += [
         "",
-        "Paired over seeds, default minus global magnitude (accuracy change, points):",
+        "Accuracy change by seed (points): default / global magnitude / uniform 8-bit:",
         "",
     ]
     for model in sorted({r["model"] for r in rows}):
-        ours = {
-            r["seed"]: r["change"] for r in rows if r["model"] == model and r["method"] == default
-        }
-        theirs = {
-            r["seed"]: r["change"]
-            for r in rows
-            if r["model"] == model and r["method"] == GLOBAL_MAGNITUDE
-        }
-        seeds = sorted(set(ours) & set(theirs))
-        differences = [100 * (ours[s] - theirs[s]) for s in seeds]
-        text = f"- {model}: mean {_mean(differences):+.2f} pt over {len(seeds)} seeds"
-        if len(seeds) >= 2:
-            test = paired_test([ours[s] for s in seeds], [theirs[s] for s in seeds])
-            text += f"; paired t-test p = {test.t_pvalue:.3g}, Wilcoxon p = {test.w_pvalue:.3g}"
-        lines.append(text)
+        by_seed: dict[int, dict[str, float]] = defaultdict(dict)
+        for r in rows:
+            if r["model"] == model:
+                by_seed[r["seed"]][r["method"]] = 100 * r["change"]
+        lines.append(
+            f"- {model}: "
+            + "; ".join(
+                f"seed {seed}: "
+                + " / ".join(f"{changes.get(m, float('nan')):+.1f}" for m in REAL_METHODS)
+                for seed, changes in sorted(by_seed.items())
+            )
+        )
+    lines += [
+        "",
+        f"Paired over seeds, {default} minus {GLOBAL_MAGNITUDE} at the same size (accuracy "
+        "change, points; effect size Cohen's d_z):",
+        "",
+    ]
+    for test in real_paired_tests(rows):
+        lines.append(
+            f"- {test['model']}: mean {100 * test['mean_diff']:+.2f} pt over {test['n']} seeds "
+            f"(default better on {test['wins']}, worse on {test['losses']}); paired t-test "
+            f"p = {test['t_pvalue']:.3g}, Wilcoxon p = {test['w_pvalue']:.3g}, "
+            f"d_z = {test['effect_size']:+.2f}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -671,10 +731,26 @@ def _real_row(row: dict[str, str]) -> dict[str, Any]:
         out[key] = int(float(row[key]))
     for key in ("sparsity", "accuracy", "original_accuracy", "change"):
         out[key] = float(row[key])
+    if row.get("max_layer_sparsity"):
+        out["max_layer_sparsity"] = float(row["max_layer_sparsity"])
     return out
 
 
+def _earlier_run() -> tuple[str, float] | None:
+    """The command and minutes of the run that wrote ``compression_real.md`` before rows
+    carried them (its first ``Command: `...` (N min)``)."""
+    if not REAL_REPORT.exists():
+        return None
+    import re
+
+    found = re.search(r"Command: `([^`]*)` \(([\d.]+) min\)", REAL_REPORT.read_text())
+    return (found.group(1), float(found.group(2))) if found else None
+
+
 def main_real(models: list[str], seeds: int, finetune_steps: int, command: str) -> None:
+    """Run :func:`run_real` for ``models`` and ``seeds`` and write the CSV and the report; rows
+    of other models from earlier runs are kept where they were measured on the current recipe
+    of their model (:data:`~leanxai.experiments.compression.REAL_RECIPES`)."""
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -682,20 +758,23 @@ def main_real(models: list[str], seeds: int, finetune_steps: int, command: str) 
             for seed in range(seeds):
                 rows += run_real(name, seed, Path(scratch), finetune_steps)
                 print(f"{name} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
-    kept: set[str] = set()
-    # Rows of other models measured earlier with the same training recipe are kept (one model
-    # per run fits a short session); rows of an older recipe are dropped.
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    for row in rows:
+        row["command"], row["minutes"] = command, minutes
     if REAL_CSV.exists():
+        earlier = _earlier_run()
         with open(REAL_CSV, newline="") as handle:
             for old in csv.DictReader(handle):
-                if old["model"] not in models and old.get("recipe") == rows[0]["recipe"]:
-                    rows.append(_real_row(old))
-                    kept.add(old["model"])
-    if kept:
-        command += f"; rows of {', '.join(sorted(kept))} from an earlier run of the same recipe"
+                if old["model"] in models or old.get("recipe") != REAL_RECIPES.get(old["model"]):
+                    continue
+                kept = _real_row(old)
+                if not kept.get("command") and earlier is not None:
+                    kept["command"], kept["minutes"] = earlier
+                rows.append(kept)
+    fields = list(rows[0])
     REAL_CSV.parent.mkdir(parents=True, exist_ok=True)
     with open(REAL_CSV, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     REAL_REPORT.write_text(write_real_report(rows, command, time.perf_counter() - start))
