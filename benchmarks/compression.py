@@ -783,6 +783,17 @@ def main_real(models: list[str], seeds: int, finetune_steps: int, command: str) 
 
 LITE0_CSV = ROOT / "results" / "compression_real_lite0.csv"
 LITE0_REPORT = ROOT / "results" / "compression_real_lite0.md"
+LITE0_METHODS: dict[str, dict[str, Any]] = {
+    **REAL_METHODS,
+    "default, pruning only (float)": {"bits": None},
+    "magnitude (global), pruning only (float)": {
+        "prune": "magnitude",
+        "scope": "global",
+        "bits": None,
+    },
+}
+"""The methods of :data:`REAL_METHODS`, and both pruning criteria without quantisation, which
+separates what the pruning costs from what the 8/4 bits cost."""
 
 
 def _logits(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -798,7 +809,7 @@ def run_lite0(folder: Path, finetune_steps: int) -> list[dict[str, Any]]:
     original = float32_size(setting.model)
     reference = torch.log_softmax(_logits(setting.model, setting.inputs), dim=1)
     rows = []
-    for method, options in REAL_METHODS.items():
+    for method, options in LITE0_METHODS.items():
         start = time.perf_counter()
         result = compress(
             setting.model, setting.calibration, finetune_steps=finetune_steps, **options
@@ -819,7 +830,7 @@ def run_lite0(folder: Path, finetune_steps: int) -> list[dict[str, Any]]:
                 "finetune": finetune_steps if options.get("prune", 1) is not None else 0,
                 "sparsity": round(float(result.metadata.get("sparsity") or 0.0), 4),
                 "max_layer_sparsity": round(worst, 4),
-                "bits": "/".join(map(str, bits)) if isinstance(bits, tuple) else bits,
+                "bits": "/".join(map(str, bits)) if isinstance(bits, tuple) else bits or "float",
                 "bytes": size,
                 "original_bytes": original,
                 "agreement": agreement,
@@ -861,7 +872,7 @@ def main_lite0(finetune_steps: int, command: str) -> None:
                     kept = _lite0_row(old)
                     if (kept["method"], kept["finetune"]) not in done:
                         rows.append(kept)
-    rows.sort(key=lambda row: (row["finetune"], list(REAL_METHODS).index(row["method"])))
+    rows.sort(key=lambda row: (row["finetune"], list(LITE0_METHODS).index(row["method"])))
     LITE0_CSV.parent.mkdir(parents=True, exist_ok=True)
     with open(LITE0_CSV, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
