@@ -153,3 +153,18 @@ def test_not_callable() -> None:
 def test_cuda_device_without_cuda() -> None:
     with pytest.raises(InputError, match="CUDA is not available"):
         cost(no_op, device="cuda")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS needs Linux")
+def test_peak_rss_is_not_hidden_by_memory_an_earlier_call_freed() -> None:
+    # 16 blocks of 4 MB, below glibc's mmap threshold once it has grown: freed blocks stay in
+    # the heap, so without giving them back a repeated call would reuse them and show no growth.
+    def blocks() -> int:
+        torch.ones(4 * 1024, 1024).sum()  # freeing a 16 MB mmap raises glibc's mmap threshold
+        kept = [torch.ones(1024, 1024) for _ in range(16)]
+        return len(kept)
+
+    for _ in range(3):
+        measured = cost(blocks, repeats=2, warmup=1, memory=True)
+        assert measured.peak_bytes is not None
+        assert measured.peak_bytes >= 0.8 * 64 * 2**20, measured.peak_bytes

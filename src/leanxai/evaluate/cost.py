@@ -8,6 +8,7 @@ ratio of medians.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import statistics
@@ -94,8 +95,21 @@ def _status_bytes(key: str) -> int:
     raise OSError(f"{key} not found in {_STATUS}")
 
 
+def _release_free_heap() -> None:
+    """Give freed heap memory back to the system (glibc's ``malloc_trim``), so that a call's
+    peak RSS growth counts memory it allocates even where an earlier call left freed memory the
+    allocator would otherwise reuse unseen; a no-op without glibc."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 def _reset_peak_rss() -> bool:
     """Reset the process's peak RSS to its current RSS; False where that is not possible."""
+    _release_free_heap()
     try:
         with open(_CLEAR_REFS, "w", encoding="ascii") as clear:
             clear.write("5")
