@@ -801,6 +801,9 @@ def run_lite0(folder: Path, finetune_steps: int) -> list[dict[str, Any]]:
     setting = load_lite0_setting()
     original = float32_size(setting.model)
     reference = torch.log_softmax(_logits(setting.model, setting.inputs), dim=1)
+    # Classes the calibration inputs are predicted as: LRP of the predicted class gives the
+    # classifier rows of all other classes no relevance.
+    predicted = _logits(setting.model, setting.calibration).argmax(1).unique().numel()
     rows = []
     for method, options in LITE0_METHODS.items():
         start = time.perf_counter()
@@ -829,6 +832,7 @@ def run_lite0(folder: Path, finetune_steps: int) -> list[dict[str, Any]]:
                 "agreement": agreement,
                 "mean_kl": kl,
                 "calibration": int(setting.calibration.shape[0]),
+                "calibration_classes": int(predicted),
                 "held_out": int(setting.inputs.shape[0]),
                 "seconds": round(time.perf_counter() - start, 1),
             }
@@ -874,6 +878,7 @@ def main_lite0(finetune_steps: int, command: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
     runs = sorted({(row["command"], row["minutes"]) for row in rows})
+    classes = {str(row.get("calibration_classes", "")) for row in rows} - {""}
     lines = [
         "# EfficientNet-Lite0 (ImageNet weights): fidelity of the compressed model (issue 22)",
         "",
@@ -882,7 +887,9 @@ def main_lite0(finetune_steps: int, command: str) -> None:
         + f". No labels: top-1 agreement with the original model and mean KL(original || "
         f"compressed) on {rows[0]['held_out']} held-out crops and flips of 12 photos of "
         f"scikit-image and scikit-learn; calibration (and fine-tuning): "
-        f"{rows[0]['calibration']} crops of 5 other photos. Each file loaded back into a skeleton "
+        f"{rows[0]['calibration']} crops of 5 other photos, predicted as "
+        f"{' or '.join(sorted(classes)) or 'an unrecorded number of'} of the 1,000 classes. Each "
+        "file loaded back into a skeleton "
         "(`load_compressed(path, model=...)`). 'max layer' is the largest share of one layer's "
         "weights pruned.",
         "",
