@@ -385,7 +385,10 @@ def _warn_emptied(masks: Mapping[str, torch.Tensor]) -> None:
         if mask.numel() and float(mask.float().mean()) < EMPTIED_SHARE * kept
     }
     if emptied:
-        listed = ", ".join(f"{name} ({share:.1%})" for name, share in emptied.items())
+        worst = sorted(emptied.items(), key=lambda item: -item[1])
+        listed = ", ".join(f"{name} ({share:.1%})" for name, share in worst[:3])
+        if len(worst) > 3:
+            listed += f" and {len(worst) - 3} more layers"
         warnings.warn(
             f"global pruning removes almost all weights of {listed} while the model keeps "
             f"{kept:.1%} overall: their scores are on another scale than the other layers'. "
