@@ -154,3 +154,25 @@ def test_compress_default_keeps_the_classifier():
         result = compress(model, x, finetune_steps=0, bits=None)
     assert result.plan is not None
     assert max(_layer_sparsity(result.plan).values()) <= 0.6
+
+
+def test_untargeted_classifier_rows_keep_the_high_bit_width():
+    from leanxai.compress import mixed_precision_plan
+
+    model, x = many_class_mlp(), calibration()
+    relevance = weight_relevance(model, x, reduce="l2")
+    widths = mixed_precision_plan(relevance, None, (8, 4))
+    output = list(relevance)[-1]
+    rows = widths[output]
+    reached = relevance[output].abs().sum(1) > 0  # the classes some input was predicted as
+    assert 1 <= int(reached.sum()) <= len(PREDICTED)
+    assert bool((rows[~reached] == 8).all())  # no measurement: keep precision
+    targeted = rows[reached]
+    # The median is over the targeted rows: half of their weights get 8 bits, half 4.
+    assert 0.4 <= float((targeted == 8).double().mean()) <= 0.6
+    # Hidden layers follow the paper's rule unchanged: strictly above the layer median.
+    for name in list(relevance)[:-1]:
+        value = relevance[name].double()
+        median = float(np.median(value.numpy()))
+        expected = torch.where(value > median, 8, 4).to(torch.int8)
+        assert torch.equal(widths[name], expected)

@@ -208,6 +208,14 @@ def mixed_precision_plan(
     relevance is strictly above the median relevance of that layer's kept weights get
     ``bits[0]``, the other kept weights ``bits[1]``, pruned weights 0.
 
+    One exception, as in :func:`~leanxai.compress.prune.scores_from_relevance`: in the output
+    layer (the last entry of ``relevance``, forward order), a row through which no relevance
+    flowed at all belongs to a class no calibration input targeted; its zero says nothing about
+    the class, so its kept weights keep ``bits[0]`` and the layer's median is taken over the
+    other rows. Without this, the 990 classes of an ImageNet classifier that 40 calibration crops
+    never predicted all got ``bits[1]`` (issue 22). Where every class is targeted nothing
+    changes.
+
     Parameters
     ----------
     relevance : Mapping of str to torch.Tensor
@@ -234,6 +242,7 @@ def mixed_precision_plan(
     masks = keep_mask.masks if isinstance(keep_mask, PrunePlan) else (keep_mask or {})
     high, low = bits
     plan: dict[str, torch.Tensor] = {}
+    output = list(relevance)[-1] if relevance else None
     for name, value in relevance.items():
         value = value.detach().cpu()
         keep = masks.get(name)
@@ -241,11 +250,17 @@ def mixed_precision_plan(
         if keep.shape != value.shape or keep.dtype != torch.bool:
             raise InputError(f"keep_mask[{name!r}] must be bool of shape {tuple(value.shape)}")
         out = torch.zeros(value.shape, dtype=torch.int8)
-        kept = value[keep]
+        untargeted = torch.zeros(value.shape, dtype=torch.bool)
+        if name == output and value.dim() >= 1:
+            flat = value.reshape(value.shape[0], -1) != 0
+            untargeted = (~flat.any(1)).reshape((-1,) + (1,) * (value.dim() - 1)).expand_as(value)
+        measured = keep & ~untargeted
+        kept = value[measured]
+        out[keep & untargeted] = high
         if kept.numel():
             median = float(np.median(kept.double().numpy()))
-            out[keep] = low
-            out[keep & (value.double() > median)] = high
+            out[measured] = low
+            out[measured & (value.double() > median)] = high
         plan[name] = out
     return plan
 
