@@ -148,8 +148,16 @@ def _correct(model: torch.nn.Module, data: Any) -> torch.Tensor:
 
 
 def shapes_table(
-    n: int, quick: bool, skip_swin: bool = False
+    n: int,
+    quick: bool,
+    skip_swin: bool = False,
+    ig_steps: int | None = None,
+    rise_masks: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ig_steps = ig_steps or (16 if quick else 32)
+    rise_masks = rise_masks or (500 if quick else 2000)
+    settings = {"ig": f"{ig_steps} steps", "occlusion": "window 8, stride 4"}
+    settings["rise"] = f"{rise_masks} masks"
     data = make_shapes(4 * n, size=64, seed=_SEED)
     vit, vit_meta = load_shapes_vit(progress=True)
     cnn, cnn_meta = load_demo_model(progress=True)
@@ -172,9 +180,9 @@ def shapes_table(
             }
         explainers.update(
             {
-                "ig": IntegratedGradients(model, steps=16 if quick else 32),
+                "ig": IntegratedGradients(model, steps=ig_steps),
                 "occlusion": Occlusion(model, window=8, stride=4),
-                "rise": RISE(model, n_masks=500 if quick else 2000, seed=0),
+                "rise": RISE(model, n_masks=rise_masks, seed=0),
             }
         )
         per_sample: dict[str, dict[str, torch.Tensor]] = {}
@@ -209,6 +217,7 @@ def shapes_table(
                     "accuracy": meta.get("held_out_accuracy"),
                     "n": len(images),
                     "method": name,
+                    "settings": settings.get(name, ""),
                     "ms_per_image": 1000 * medians[name] / len(x),
                     "x_inference": medians[name] / medians["inference"],
                     "iou_top10": float(iou.mean()),
@@ -277,7 +286,11 @@ def main() -> None:
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-shapes", action="store_true")
     parser.add_argument(
-        "--skip-swin", action="store_true", help="shapes table without the zoo Swin (untrained)"
+        "--skip-swin", action="store_true", help="shapes table without the zoo Swin"
+    )
+    parser.add_argument("--ig-steps", type=int, help="shapes: IG steps (default 32, 16 --quick)")
+    parser.add_argument(
+        "--rise-masks", type=int, help="shapes: RISE masks (default 2000, 500 --quick)"
     )
     parser.add_argument(
         "--clock",
@@ -291,7 +304,11 @@ def main() -> None:
     started = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cost_rows = None if args.skip_cost else cost_table(args.quick)
-    shapes = None if args.skip_shapes else shapes_table(args.n, args.quick, args.skip_swin)
+    shapes = (
+        None
+        if args.skip_shapes
+        else shapes_table(args.n, args.quick, args.skip_swin, args.ig_steps, args.rise_masks)
+    )
     # The part not run keeps its earlier rows, read only now: a run of the other part that
     # finished meanwhile is kept.
     previous = _read_csv(RESULTS / "vision_transformers.csv")
@@ -301,25 +318,50 @@ def main() -> None:
         shape_rows, tests = previous.get("shapes", []), previous.get("tests", [])
     else:
         shape_rows, tests = shapes
+    # How each part's rows were made: this run for the parts it ran, else the earlier record.
+    minutes = (time.perf_counter() - started) / 60
+    run = {
+        "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python "
+        f"benchmarks/vision_transformers.py {' '.join(sys.argv[1:])}",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "load": round(load, 1),
+        "minutes": round(minutes, 1),
+        "note": "",
+    }
+    earlier = {str(row.get("part")): row for row in previous.get("runs", [])}
+    runs = [
+        {"part": part, **run} if ran else earlier.get(part, {"part": part, "note": "not recorded"})
+        for part, ran in (("cost", not args.skip_cost), ("shapes", not args.skip_shapes))
+    ]
+    tables = {"cost": cost_rows, "shapes": shape_rows, "tests": tests, "runs": runs}
+    for name, rows in previous.items():  # tables this version does not write are kept as read
+        tables.setdefault(name, rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["table", "key", "value"])
-    for table, rows in (("cost", cost_rows), ("shapes", shape_rows), ("tests", tests)):
+    for table, rows in tables.items():
         for i, row in enumerate(rows):
             for key, value in row.items():
                 writer.writerow([table, f"{i}.{key}", value])
     (RESULTS / "vision_transformers.csv").write_text(buffer.getvalue(), encoding="utf-8")
-    minutes = (time.perf_counter() - started) / 60
+
+    def described(row: dict[str, Any]) -> str:
+        if "command" not in row:
+            return f"{str(row['part']).capitalize()}: how these rows were made is not recorded."
+        text = (
+            f"{str(row['part']).capitalize()}: `{row['command']}`; torch {row['torch']}, "
+            f"{row['threads']} threads, {row['machine']}, load average {row['load']} at the "
+            f"start (a shared 2-core machine), {row['minutes']} min"
+        )
+        return text + (f" ({row['note']})." if row.get("note") else ".")
+
     text = [
         "# Vision transformers (issue 15)",
         "",
-        f"`OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python "
-        f"benchmarks/vision_transformers.py {' '.join(sys.argv[1:])}`; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, "
-        f"load average {load:.1f} at the start (a shared 2-core machine), {minutes:.1f} min.",
-        "",
+        *[line for row in runs for line in (described(row), "")],
         "## Cost at real size (random weights)",
         "",
         _table(
@@ -346,6 +388,7 @@ def main() -> None:
                 "accuracy",
                 "n",
                 "method",
+                "settings",
                 "ms_per_image",
                 "x_inference",
                 "iou_top10",

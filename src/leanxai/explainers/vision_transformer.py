@@ -11,7 +11,8 @@ Three methods, registered for the ``vision_transformer`` family, all returning t
 - :class:`AttentionRollout` (Abnar & Zuidema, 2020);
 - :class:`GradientWeightedRollout` (Chefer, Gur & Wolf, 2021).
 
-No configuration: the patch grid is read from the patch embedding's output, token counts are
+No configuration: the patch grid is read from the patch embedding's output (the last convolution
+before the first token sequence, so a convolutional stem is recognised), token counts are
 factored into that grid (plus up to :data:`MAX_EXTRA_TOKENS` leading class/register tokens) or a
 grid merged by Swin's patch merging, attention probabilities are read from the attention modules
 (:mod:`leanxai.explainers.attention`; transformers models are switched to eager attention for the
@@ -191,16 +192,34 @@ class _VisionTransformerExplainer(Explainer):
         batch = inputs.shape[0]
         attention = attention_modules(self.model)
         patch_grid, stride = None, (1, 1)
-        for record in seen:
-            if (
-                isinstance(record.module, nn.Conv2d)
-                and record.shape is not None
-                and len(record.shape) == 4
-                and record.shape[0] == batch
-            ):
-                patch_grid = (record.shape[2], record.shape[3])
-                stride = tuple(record.module.stride)  # type: ignore[assignment]
-                break
+        convolutions = [
+            i
+            for i, record in enumerate(seen)
+            if isinstance(record.module, nn.Conv2d)
+            and record.shape is not None
+            and len(record.shape) == 4
+            and record.shape[0] == batch
+        ]
+        if convolutions:
+            # The patch embedding: the last convolution before the first token sequence (the
+            # end of a convolutional stem, as in hybrid ViTs), else the first convolution.
+            first_tokens = next(
+                (
+                    i
+                    for i, r in enumerate(seen)
+                    if r.shape is not None and len(r.shape) == 3 and r.shape[0] == batch
+                ),
+                len(seen),
+            )
+            stem = [i for i in convolutions if i < first_tokens]
+            index = stem[-1] if stem else convolutions[0]
+            shape, conv = seen[index].shape, seen[index].module
+            assert shape is not None and isinstance(conv, nn.Conv2d)  # checked above
+            patch_grid = (shape[2], shape[3])
+            if index == convolutions[0]:
+                stride = tuple(conv.stride)  # type: ignore[assignment]
+            else:  # a stem: its overall stride, from the input's size
+                stride = (-(-inputs.shape[2] // shape[2]), -(-inputs.shape[3] // shape[3]))
         if patch_grid is None:
             first = next(
                 (r for r in seen if r.name in attention and r.input_shape is not None), None
