@@ -538,7 +538,7 @@ def test_family_detection() -> None:
 
 
 def test_registry_entries() -> None:
-    assert registry.default_method("vision_transformer") == "token_gradcam"
+    assert registry.default_method("vision_transformer") == "rollout"
     assert registry.get("Grad-CAM", "vision_transformer").name == "token_gradcam"
     assert registry.get("attention rollout", "vision_transformer").name == "rollout"
     assert registry.get("chefer", "vision_transformer").backward == "yes"
